@@ -1,0 +1,33 @@
+//! Compiles the `.proto` files under `<workspace>/proto` with protox (pure Rust: no system
+//! `protoc` needed) and generates prost messages plus tonic clients and servers.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "apache/rocketmq/v2/definition.proto",
+    "apache/rocketmq/v2/service.proto",
+    "rocketlog/nameserver/v1/nameserver.proto",
+    "rocketlog/admin/v1/admin.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    let fds = protox::compile(PROTOS, [&root])?;
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("rocketlog_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .emit_rerun_if_changed(false)
+        .bytes(".apache.rocketmq.v2.Message.body")
+        .compile_fds(fds)?;
+    Ok(())
+}
