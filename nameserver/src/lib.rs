@@ -1,0 +1,120 @@
+//! rocketlog nameserver: brokers register their topic tables (and re-register as their
+//! heartbeat); brokers and tools ask it for topic routes. It keeps no disk state: a restarted
+//! nameserver learns everything again within one broker heartbeat interval, and several run
+//! side by side because every broker registers with each of them.
+//!
+//! Embed it with [`run`]; the `rocketlog nameserver` command is a thin wrapper around it.
+
+pub mod route_table;
+mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rocketlog_proto::nameserver::v1::name_server_server::NameServerServer;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use route_table::RouteTable;
+pub use service::NameServerService;
+
+/// Nameserver settings; every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NameserverConfig {
+    /// A broker silent for this long is dropped from every route, ms (default 120 000).
+    pub broker_expiry_ms: u64,
+    /// How often silent brokers are looked for, ms (default 10 000).
+    pub scan_interval_ms: u64,
+    /// Registration interval suggested to brokers, ms (default 30 000).
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for NameserverConfig {
+    fn default() -> Self {
+        NameserverConfig {
+            broker_expiry_ms: 120_000,
+            scan_interval_ms: 10_000,
+            heartbeat_interval_ms: 30_000,
+        }
+    }
+}
+
+/// Why the nameserver could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NameserverError {
+    #[error("invalid nameserver configuration: {0}")]
+    Config(String),
+    #[error("serving gRPC failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+impl NameserverConfig {
+    /// Checks the values once at start.
+    pub fn validate(&self) -> Result<(), NameserverError> {
+        if self.scan_interval_ms == 0 {
+            return Err(NameserverError::Config(
+                "scan_interval_ms must be > 0".into(),
+            ));
+        }
+        if self.broker_expiry_ms <= self.heartbeat_interval_ms {
+            return Err(NameserverError::Config(format!(
+                "broker_expiry_ms ({}) must be larger than heartbeat_interval_ms ({})",
+                self.broker_expiry_ms, self.heartbeat_interval_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Serves the nameserver on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: NameserverConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NameserverError> {
+    config.validate()?;
+    let table = Arc::new(Mutex::new(RouteTable::default()));
+    let expiry = i64::try_from(config.broker_expiry_ms).unwrap_or(i64::MAX);
+    let scan = Duration::from_millis(config.scan_interval_ms);
+    let scanner = {
+        let table = Arc::clone(&table);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(scan);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for key in table.lock().expire(now_ms(), expiry) {
+                    tracing::warn!(broker = %key.broker_name, id = key.broker_id, "broker expired: no registration within {expiry} ms");
+                }
+            }
+        })
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<NameServerServer<NameServerService>>()
+        .await;
+    let service = NameServerService::new(Arc::clone(&table), &config);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "nameserver serving");
+    }
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(NameServerServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    scanner.abort();
+    tracing::info!("nameserver stopped");
+    result.map_err(NameserverError::from)
+}
