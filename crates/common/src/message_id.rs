@@ -101,6 +101,8 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), ID_HEX_LEN);
         assert!(a.starts_with("01"));
-        assert!(a.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
     }
 }

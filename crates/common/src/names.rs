@@ -86,7 +86,13 @@ mod tests {
 
     #[test]
     fn accepts_client_names() {
-        for n in ["TopicTest", "a", "%DLQ%group-1", "under_score", &"x".repeat(127)] {
+        for n in [
+            "TopicTest",
+            "a",
+            "%DLQ%group-1",
+            "under_score",
+            &"x".repeat(127),
+        ] {
             assert_eq!(validate_topic(n), Ok(()), "{n}");
         }
     }
@@ -96,7 +102,11 @@ mod tests {
         assert_eq!(validate_topic(""), Err(NameError::Empty { kind: "topic" }));
         assert!(matches!(
             validate_topic(&"x".repeat(128)),
-            Err(NameError::TooLong { len: 128, max: 127, .. })
+            Err(NameError::TooLong {
+                len: 128,
+                max: 127,
+                ..
+            })
         ));
         assert!(matches!(
             validate_topic("a/b"),
