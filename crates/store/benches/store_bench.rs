@@ -1,0 +1,310 @@
+//! Store benchmark (`cargo bench -p rocketlog-store`), one run, its own timing:
+//!
+//! - (a) disk baseline: sequential `write` of the big-run size with std::fs, then one fdatasync;
+//! - (b) Async appends of 1 KiB records from one thread: a 256 MiB burst (records/s) and a big
+//!   run (default 2 GiB) timed up to the final flush, compared with (a);
+//! - (c) Sync appends from 1, 8 and 64 threads for a bounded time, with p50/p99 latency, next
+//!   to the latency of one bare fdatasync;
+//! - (d) sequential read of one queue through its consume queue.
+//!
+//! Environment: `ROCKETLOG_BENCH_DIR` (parent of the temp data dir; default the target's tmp
+//! dir — keep it off tmpfs), `ROCKETLOG_BENCH_BIG_BYTES` (default 2 GiB),
+//! `ROCKETLOG_BENCH_BURST_BYTES` (default 256 MiB), `ROCKETLOG_BENCH_SYNC_SECS` (default 3),
+//! `ROCKETLOG_BENCH_PREFAULT_WINDOW` (bytes; default: the store's mode-dependent default),
+//! `ROCKETLOG_BENCH_IDLE_MS` (idle time after the first append of an async run, default 2000),
+//! `ROCKETLOG_BENCH_ONLY` (sections to run, e.g. `b` or `a,b`; default all).
+
+use rocketlog_store::{AppendMessage, FlushMode, QueueOffset, Store, StoreConfig};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RECORD: usize = 1024;
+const QUEUES: u32 = 4;
+const MB: f64 = 1_000_000.0;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What a broker hands the store per message: owned strings and body. Built as cheaply as the
+/// bench can (a template clone and a hex id), so the numbers are the store's.
+fn message(seq: u64, body: &[u8]) -> AppendMessage {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut id = [b'0'; 32];
+    for (i, b) in id[16..].iter_mut().enumerate() {
+        *b = HEX[((seq >> (60 - 4 * i)) & 0xF) as usize];
+    }
+    AppendMessage {
+        topic: "BenchTopic".into(),
+        queue_id: (seq % u64::from(QUEUES)) as u32,
+        flags: 0,
+        tag: Some("TagA".into()),
+        keys: Vec::new(),
+        message_id: String::from_utf8_lossy(&id).into_owned(),
+        born_timestamp_ms: 1_700_000_000_000,
+        born_host: "127.0.0.1:5000".into(),
+        store_host: "127.0.0.1:8081".into(),
+        reconsume_times: 0,
+        prepared_transaction_offset: 0,
+        properties: Vec::new(),
+        body: body.to_vec(),
+    }
+}
+
+/// Body length that makes the whole encoded record exactly `RECORD` bytes.
+fn body_for_record() -> Vec<u8> {
+    let probe = message(0, &[]);
+    let overhead = rocketlog_store::record::encoded_len(&probe).unwrap();
+    vec![0xAB; RECORD - overhead]
+}
+
+fn config(dir: &Path, mode: FlushMode) -> StoreConfig {
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        flush_mode: mode,
+        prefault_window: std::env::var("ROCKETLOG_BENCH_PREFAULT_WINDOW")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        ..StoreConfig::default()
+    }
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn baseline(dir: &Path, bytes: u64) -> f64 {
+    let path = dir.join("baseline.bin");
+    let chunk = vec![0xABu8; 1 << 20];
+    let start = Instant::now();
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.sync_data().unwrap();
+    let d = start.elapsed();
+    drop(f);
+    std::fs::remove_file(&path).unwrap();
+    let mbs = bytes as f64 / MB / d.as_secs_f64();
+    println!(
+        "(a) baseline write+fdatasync   {:>8.0} MiB in {:>7.3} s = {:>8.1} MB/s",
+        bytes as f64 / 1048576.0,
+        d.as_secs_f64(),
+        mbs
+    );
+    mbs
+}
+
+/// (ns on a CPU, ns waiting for a CPU) of the calling thread, from /proc/thread-self/schedstat:
+/// on a shared machine the second tells how much of a run's wall time was other processes'.
+fn sched_ns() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+fn async_run(dir: &Path, bytes: u64, label: &str, baseline_mbs: f64) -> PathBuf {
+    let data = dir.join(label);
+    let store = Store::open(config(&data, FlushMode::default())).unwrap();
+    let body = body_for_record();
+    // Warm-up: the first append creates the first segment; then the store idles for a moment,
+    // as a broker between bursts does, while the allocator pre-faults the window ahead.
+    store.append(message(0, &body)).unwrap();
+    std::thread::sleep(Duration::from_millis(env_u64(
+        "ROCKETLOG_BENCH_IDLE_MS",
+        2000,
+    )));
+    let n = bytes / RECORD as u64;
+    let sched0 = sched_ns();
+    let start = Instant::now();
+    for seq in 1..=n {
+        store.append(message(seq, &body)).unwrap();
+    }
+    let appended = start.elapsed();
+    let sched1 = sched_ns();
+    store.shutdown().unwrap(); // final flush + checkpoint
+    let total = start.elapsed();
+    let bytes = n * RECORD as u64;
+    println!(
+        "(b) async {label:<6} {n:>9} recs  appends {:>7.3} s = {:>10.0} rec/s {:>8.1} MB/s | incl. final flush {:>7.3} s = {:>8.1} MB/s = {:>5.1}% of (a)",
+        appended.as_secs_f64(),
+        rate(n, appended),
+        bytes as f64 / MB / appended.as_secs_f64(),
+        total.as_secs_f64(),
+        bytes as f64 / MB / total.as_secs_f64(),
+        100.0 * bytes as f64 / MB / total.as_secs_f64() / baseline_mbs
+    );
+    let on_cpu = (sched1.0 - sched0.0) as f64;
+    println!(
+        "    appender thread: {:.0} ns on CPU per record (= {:.0} rec/s of CPU), {:.3} s of the {:.3} s waiting for a CPU",
+        on_cpu / n as f64,
+        n as f64 / (on_cpu / 1e9),
+        (sched1.1 - sched0.1) as f64 / 1e9,
+        appended.as_secs_f64()
+    );
+    data
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn bare_fdatasync(dir: &Path) -> (Duration, Duration) {
+    let path = dir.join("fsync.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let buf = vec![1u8; RECORD];
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        f.write_all(&buf).unwrap();
+        let t = Instant::now();
+        f.sync_data().unwrap();
+        lat.push(t.elapsed());
+    }
+    std::fs::remove_file(&path).unwrap();
+    lat.sort();
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "(c) bare 1 KiB write+fdatasync  p50 {:>8.3} ms  p99 {:>8.3} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    (p50, p99)
+}
+
+fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) -> f64 {
+    let data = dir.join(format!("sync{threads}"));
+    let store = Store::open(config(&data, FlushMode::Sync)).unwrap();
+    let body = Arc::new(body_for_record());
+    store
+        .append(message(0, &body))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (store, body, stop) = (store.clone(), body.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut seq = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    store
+                        .append(message(seq, &body))
+                        .unwrap()
+                        .wait_durable()
+                        .unwrap();
+                    lat.push(t0.elapsed());
+                    seq += threads as u64;
+                }
+                lat
+            })
+        })
+        .collect();
+    // A bounded run: the appenders stop at the deadline.
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let d = start.elapsed();
+    store.shutdown().unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    lat.sort();
+    let n = lat.len() as u64;
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "(c) sync {threads:>2} appenders  {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99)",
+        d.as_secs_f64(),
+        rate(n, d),
+        (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        p99.as_secs_f64() / fsync.0.as_secs_f64(),
+        p99.as_secs_f64() / fsync.1.as_secs_f64()
+    );
+    rate(n, d)
+}
+
+fn read_run(data: &Path) {
+    let store = Store::open(config(data, FlushMode::default())).unwrap();
+    let (min, max) = store.queue_range("BenchTopic", 0);
+    let start = Instant::now();
+    let mut next = min;
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while next < max {
+        let r = store
+            .read_queue("BenchTopic", 0, next, 32, &|_| true)
+            .unwrap();
+        n += r.messages.len() as u64;
+        bytes += r.messages.iter().map(|m| u64::from(m.size)).sum::<u64>();
+        next = r.next_offset;
+    }
+    let d = start.elapsed();
+    assert_eq!(QueueOffset(min.0 + n), max);
+    println!(
+        "(d) read queue 0 via consume queue {n:>8} recs in {:>6.3} s = {:>10.0} rec/s {:>8.1} MB/s",
+        d.as_secs_f64(),
+        rate(n, d),
+        bytes as f64 / MB / d.as_secs_f64()
+    );
+    store.shutdown().unwrap();
+}
+
+fn main() {
+    let parent = std::env::var("ROCKETLOG_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&parent).unwrap();
+    let dir = tempfile::tempdir_in(&parent).unwrap();
+    let big = env_u64("ROCKETLOG_BENCH_BIG_BYTES", 2 << 30);
+    let burst = env_u64("ROCKETLOG_BENCH_BURST_BYTES", 256 << 20);
+    let secs = env_u64("ROCKETLOG_BENCH_SYNC_SECS", 3);
+    println!(
+        "rocketlog-store bench in {} (record {RECORD} B, {QUEUES} queues, prefault window: async {} MiB, sync {} MiB)",
+        dir.path().display(),
+        config(dir.path(), FlushMode::default()).effective_prefault_window() >> 20,
+        config(dir.path(), FlushMode::Sync).effective_prefault_window() >> 20
+    );
+    let only = std::env::var("ROCKETLOG_BENCH_ONLY").unwrap_or_else(|_| "a,b,c,d".into());
+    let run = |s: &str| only.split(',').any(|x| x.trim() == s);
+    let base = if run("a") {
+        baseline(dir.path(), big)
+    } else {
+        f64::NAN
+    };
+    let mut burst_dir = None;
+    if run("b") || run("d") {
+        burst_dir = Some(async_run(dir.path(), burst, "burst", base));
+    }
+    if run("b") {
+        let big_dir = async_run(dir.path(), big, "big", base);
+        std::fs::remove_dir_all(&big_dir).unwrap();
+    }
+    if run("c") {
+        let fsync = bare_fdatasync(dir.path());
+        let one = sync_run(dir.path(), 1, secs, fsync);
+        sync_run(dir.path(), 8, secs, fsync);
+        let many = sync_run(dir.path(), 64, secs, fsync);
+        println!("(c) 64 appenders / 1 appender = {:.1}x", many / one);
+    }
+    if let (true, Some(d)) = (run("d"), burst_dir) {
+        read_run(&d);
+    }
+}

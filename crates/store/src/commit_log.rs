@@ -1,0 +1,369 @@
+//! The commit log: a contiguous run of equal-sized segments that every topic and queue appends
+//! to, and the single short critical section that orders appends.
+//!
+//! Under the append lock an append only: assigns the queue offset and store timestamp, patches
+//! them and the physical offset into the already encoded record, finishes its CRC over the 60
+//! patched header bytes, copies the record into the mapped segment and publishes the new end.
+//! Encoding, the body CRC, waiting for a new segment and flushing all happen outside it.
+//!
+//! Invariants: segments are contiguous (`base[i+1] == base[i] + segment_size`) and every base
+//! is a multiple of `segment_size`; `committed` is always a record boundary; every segment but
+//! the last ends with a filler; bytes below `committed` never change.
+
+use crate::allocator::{Allocator, NewSegment};
+use crate::error::StoreError;
+use crate::message::{AppendResult, StoredMessage};
+use crate::record::{self, Prepared, Record, FILLER_LEN};
+use crate::segment::Segment;
+use parking_lot::{Mutex, RwLock};
+use rocketlog_common::{PhysicalOffset, QueueOffset};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Next queue offset per topic and queue id.
+pub(crate) type QueueOffsets = HashMap<String, HashMap<u32, u64>>;
+
+/// Writes refused after a failed flush, with the reason.
+#[derive(Debug, Default)]
+pub(crate) struct WriteGate {
+    read_only: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl WriteGate {
+    pub(crate) fn set_read_only(&self, reason: String) {
+        let mut r = self.reason.lock();
+        if !self.read_only.load(Ordering::SeqCst) {
+            *r = reason;
+            self.read_only.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if self.read_only.load(Ordering::Acquire) {
+            return Err(StoreError::ReadOnly {
+                reason: self.reason.lock().clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct LogWriter {
+    active: Option<NewSegment>,
+    write_pos: u64,
+    queue_offsets: QueueOffsets,
+    last_store_ts: i64,
+    /// Pre-faulting has been requested up to this physical offset.
+    prefault_requested: u64,
+    closed: bool,
+}
+
+/// What recovery hands the commit log.
+#[derive(Debug)]
+pub(crate) struct RecoveredLog {
+    /// Every segment, in order; the last one is `active` if there is one.
+    pub segments: Vec<Arc<Segment>>,
+    pub active: Option<NewSegment>,
+    pub end: u64,
+    pub last_store_ts: i64,
+}
+
+/// The commit log.
+#[derive(Debug)]
+pub(crate) struct CommitLog {
+    segment_size: u64,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<LogWriter>,
+    committed: AtomicU64,
+    allocator: Arc<Allocator>,
+    pub(crate) gate: WriteGate,
+}
+
+impl CommitLog {
+    pub(crate) fn new(
+        segment_size: u64,
+        allocator: Arc<Allocator>,
+        rec: RecoveredLog,
+        queue_offsets: QueueOffsets,
+    ) -> Self {
+        let next_base = match &rec.active {
+            Some(a) => a.segment.end(),
+            None => rec.end,
+        };
+        allocator.request(next_base);
+        if let Some(a) = &rec.active {
+            allocator.set_active(a.segment.clone());
+        }
+        // Warm up the window after a restart, before the first append asks for it.
+        let prefault_requested = rec.end + allocator.prefault_window();
+        allocator.prefault_to(rec.end, prefault_requested);
+        CommitLog {
+            segment_size,
+            segments: RwLock::new(rec.segments),
+            committed: AtomicU64::new(rec.end),
+            writer: Mutex::new(LogWriter {
+                active: rec.active,
+                write_pos: rec.end,
+                queue_offsets,
+                last_store_ts: rec.last_store_ts,
+                prefault_requested,
+                closed: false,
+            }),
+            allocator,
+            gate: WriteGate::default(),
+        }
+    }
+
+    /// Appends a prepared record (checked, measured, variable-part CRC done). On return the
+    /// bytes are in the mapped segment and published below `committed`.
+    pub(crate) fn append(
+        &self,
+        rec: &Prepared<'_>,
+        topic: &str,
+        queue_id: u32,
+        now_ms: i64,
+    ) -> Result<AppendResult, StoreError> {
+        let size = rec.len() as u64;
+        let mut w = self.writer.lock();
+        loop {
+            if w.closed {
+                return Err(StoreError::ShutDown);
+            }
+            self.gate.check()?;
+            let pos = w.write_pos;
+            let fits = w
+                .active
+                .as_ref()
+                .is_some_and(|a| pos + size + FILLER_LEN as u64 <= a.segment.end());
+            if fits {
+                return self.write_record(&mut w, rec, topic, queue_id, now_ms);
+            }
+            let next_base = match &w.active {
+                Some(a) => a.segment.end(),
+                None => pos,
+            };
+            if let Some(new) = self.allocator.take_ready(next_base) {
+                self.roll(&mut w, new)?;
+                continue;
+            }
+            // Never wait for file creation under the append lock.
+            drop(w);
+            self.allocator.wait_ready(next_base)?;
+            w = self.writer.lock();
+        }
+    }
+
+    fn write_record(
+        &self,
+        w: &mut LogWriter,
+        rec: &Prepared<'_>,
+        topic: &str,
+        queue_id: u32,
+        now_ms: i64,
+    ) -> Result<AppendResult, StoreError> {
+        let LogWriter {
+            active,
+            write_pos,
+            queue_offsets,
+            last_store_ts,
+            prefault_requested,
+            ..
+        } = w;
+        let Some(active) = active.as_mut() else {
+            return Err(StoreError::ShutDown); // unreachable: caller checked `fits`
+        };
+        let pos = *write_pos;
+        let slot = match queue_offsets.get_mut(topic) {
+            Some(queues) => queues.entry(queue_id).or_insert(0),
+            None => queue_offsets
+                .entry(topic.to_owned())
+                .or_default()
+                .entry(queue_id)
+                .or_insert(0),
+        };
+        let queue_offset = *slot;
+        let ts = now_ms.max(*last_store_ts);
+        let local = (pos - active.segment.base) as usize;
+        let dst = active
+            .writer
+            .region_mut(local, rec.len())
+            .map_err(|e| StoreError::io(active.segment.file.path(), e))?;
+        rec.write(dst, queue_offset, pos, ts);
+        active.writer.publish(local + rec.len());
+        let end = pos + rec.len() as u64;
+        let window = self.allocator.prefault_window();
+        if window > 0 && end + window / 2 > *prefault_requested {
+            *prefault_requested = end + window;
+            self.allocator.prefault_to(end, *prefault_requested);
+        }
+        *slot += 1;
+        *write_pos = pos + rec.len() as u64;
+        *last_store_ts = ts;
+        self.committed.store(*write_pos, Ordering::SeqCst);
+        Ok(AppendResult {
+            physical_offset: PhysicalOffset(pos),
+            size: rec.len() as u32,
+            queue_offset: QueueOffset(queue_offset),
+            store_timestamp_ms: ts,
+        })
+    }
+
+    /// Closes the active segment with a filler and makes `new` the active one.
+    fn roll(&self, w: &mut LogWriter, new: NewSegment) -> Result<(), StoreError> {
+        if let Some(mut old) = w.active.take() {
+            let local = (w.write_pos - old.segment.base) as usize;
+            let rest = old.segment.file.len() - local;
+            if rest > 0 {
+                let filler = record::encode_filler(rest as u32, w.write_pos);
+                let n = filler.len().min(rest);
+                if let Err(e) = old.writer.write(local, &filler[..n]) {
+                    let path = old.segment.file.path().to_path_buf();
+                    w.active = Some(old);
+                    return Err(StoreError::io(&path, e));
+                }
+            }
+            old.writer.publish(old.segment.file.len());
+        }
+        let base = new.segment.base;
+        self.segments.write().push(new.segment.clone());
+        w.write_pos = base;
+        self.allocator.set_active(new.segment.clone());
+        w.active = Some(new);
+        self.committed.store(base, Ordering::SeqCst);
+        self.allocator.request(base + self.segment_size);
+        Ok(())
+    }
+
+    /// End of the last complete record: everything below is readable and never changes.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    /// First byte still on disk.
+    pub(crate) fn min_offset(&self) -> u64 {
+        match self.segments.read().first() {
+            Some(s) => s.base,
+            None => self.committed(),
+        }
+    }
+
+    /// The segment holding `pos`.
+    pub(crate) fn segment_at(&self, pos: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read();
+        let first = segs.first()?;
+        let idx = usize::try_from(pos.checked_sub(first.base)? / self.segment_size).ok()?;
+        segs.get(idx).filter(|s| pos < s.end()).cloned()
+    }
+
+    /// A copy of the segment list.
+    pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+
+    fn out_of_range(&self, pos: u64) -> StoreError {
+        StoreError::OffsetOutOfRange {
+            offset: pos,
+            min: self.min_offset(),
+            max: self.committed(),
+        }
+    }
+
+    /// Calls `f` with the published bytes of the record at `pos` (a record boundary).
+    pub(crate) fn with_record<R>(
+        &self,
+        pos: u64,
+        f: impl FnOnce(&[u8], &Segment) -> R,
+    ) -> Result<R, StoreError> {
+        let seg = self.segment_at(pos).ok_or_else(|| self.out_of_range(pos))?;
+        let local = (pos - seg.base) as usize;
+        let head = seg
+            .file
+            .read(local, 8)
+            .ok_or_else(|| self.out_of_range(pos))?;
+        let (size, _) = record::peek(head)
+            .map_err(|e| StoreError::corrupt(seg.file.path(), local as u64, e.to_string()))?;
+        let bytes = seg.file.read(local, size as usize).ok_or_else(|| {
+            StoreError::corrupt(
+                seg.file.path(),
+                local as u64,
+                format!(
+                    "record of {size} bytes at physical offset {pos} runs past the written end"
+                ),
+            )
+        })?;
+        Ok(f(bytes, &seg))
+    }
+
+    /// The message at `pos`, CRC-checked.
+    pub(crate) fn read_message(&self, pos: u64) -> Result<StoredMessage, StoreError> {
+        self.with_record(pos, |bytes, seg| match record::decode(bytes) {
+            Ok(Record::Message(v)) => Ok(StoredMessage::from_view(&v)),
+            Ok(Record::Filler { .. }) => Err(self.out_of_range(pos)),
+            Err(e) => Err(StoreError::corrupt(
+                seg.file.path(),
+                pos - seg.base,
+                format!("physical offset {pos}: {e}"),
+            )),
+        })?
+    }
+
+    /// msync of the log bytes in `[from, to)`.
+    pub(crate) fn flush(&self, from: u64, to: u64) -> Result<(), StoreError> {
+        for seg in self.segments() {
+            let a = from.max(seg.base);
+            let b = to.min(seg.end());
+            if a >= b {
+                continue;
+            }
+            seg.file
+                .flush_range((a - seg.base) as usize, (b - a) as usize)
+                .map_err(|e| StoreError::io(seg.file.path(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses every later append with `ShutDown`; returns the final end.
+    pub(crate) fn close(&self) -> u64 {
+        let mut w = self.writer.lock();
+        w.closed = true;
+        w.write_pos
+    }
+
+    /// Runs `f` under the append lock with the queue-offset table and the committed end, so
+    /// that nothing is appended while it runs.
+    pub(crate) fn with_append_lock<R>(&self, f: impl FnOnce(&mut QueueOffsets, u64) -> R) -> R {
+        let mut w = self.writer.lock();
+        let end = w.write_pos;
+        f(&mut w.queue_offsets, end)
+    }
+
+    /// Store timestamp of the newest appended record.
+    pub(crate) fn last_store_timestamp(&self) -> i64 {
+        self.writer.lock().last_store_ts
+    }
+
+    /// Removes the oldest segment from the log if `keep` says it may go. The last segment is
+    /// never removed. The caller deletes the file; readers holding it keep their mapping.
+    pub(crate) fn remove_oldest_if(
+        &self,
+        may_remove: impl FnOnce(&Segment, &Segment) -> bool,
+    ) -> Option<Arc<Segment>> {
+        let mut segs = self.segments.write();
+        if segs.len() < 2 || !may_remove(&segs[0], &segs[1]) {
+            return None;
+        }
+        Some(segs.remove(0))
+    }
+}
+
+/// Decodes the queue offsets a recovered log implies: the next offset of every queue.
+pub(crate) fn offsets_from(queues: impl IntoIterator<Item = (String, u32, u64)>) -> QueueOffsets {
+    let mut out = QueueOffsets::new();
+    for (topic, q, next) in queues {
+        out.entry(topic).or_default().insert(q, next);
+    }
+    out
+}

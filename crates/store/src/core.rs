@@ -1,0 +1,185 @@
+//! The shared state behind a `Store` handle and the loops of its background threads
+//! (allocator, flusher, dispatcher, housekeeper). Threads hold an `Arc<Core>`; the `Store`
+//! handles own the thread handles, so dropping the last handle stops and joins them.
+
+use crate::allocator::Allocator;
+use crate::checkpoint::{self, Checkpoint};
+use crate::commit_log::CommitLog;
+use crate::config::{FlushMode, StoreConfig};
+use crate::dispatcher::{DispatchState, Dispatcher};
+use crate::error::StoreError;
+use crate::flush::Flusher;
+use crate::index::Index;
+use crate::queue_registry::QueueRegistry;
+use crate::retention;
+use crate::wake::Wake;
+use parking_lot::Mutex;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Stop request for the dispatcher and the housekeeper.
+pub(crate) const RUNNING: u8 = 0;
+/// Finish the work at hand, then exit (shutdown).
+pub(crate) const DRAIN: u8 = 1;
+/// Exit now (dropped without shutdown).
+pub(crate) const ABORT: u8 = 2;
+
+/// Back-off before the dispatcher retries after an error (e.g. no space for a queue file).
+const DISPATCH_RETRY: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub config: StoreConfig,
+    pub log: CommitLog,
+    pub allocator: std::sync::Arc<Allocator>,
+    pub flusher: Flusher,
+    pub queues: QueueRegistry,
+    pub index: Index,
+    pub dispatch: DispatchState,
+    pub housekeeping: Wake,
+    pub stop: AtomicU8,
+    /// Set by shutdown or drop: every public call then fails with `ShutDown`.
+    pub closed: AtomicBool,
+    /// A flush of derived data failed. After a failed msync the kernel may have dropped the
+    /// dirty pages and will not report it again, so no later checkpoint may claim them
+    /// durable: recovery then replays from the last good checkpoint.
+    pub checkpoint_poisoned: AtomicBool,
+    pub checkpoint_lock: Mutex<()>,
+    /// Holds the data directory's flock while the store is open.
+    pub lock_file: Mutex<Option<File>>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Core {
+    pub(crate) fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::ShutDown);
+        }
+        Ok(())
+    }
+
+    fn stop_state(&self) -> u8 {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn request_stop(&self, how: u8) {
+        self.stop.store(how, Ordering::SeqCst);
+        self.dispatch.wake.notify_always();
+        self.housekeeping.notify_always();
+    }
+
+    /// How far the dispatcher may go: the flushed end in Sync mode (consumers never see a
+    /// record a crash could take back), the committed end in Async mode.
+    pub(crate) fn readable_limit(&self) -> u64 {
+        match self.config.flush_mode {
+            FlushMode::Sync => self.flusher.flushed(),
+            FlushMode::Async { .. } => self.log.committed(),
+        }
+    }
+
+    /// Flushes the consume queues and the index up to the dispatcher's position (and the log at
+    /// least that far), then writes the checkpoint.
+    pub(crate) fn checkpoint(&self, clean: bool) -> Result<Checkpoint, StoreError> {
+        let _one_at_a_time = self.checkpoint_lock.lock();
+        let snap = self.dispatch.snapshot();
+        if self.flusher.flushed() < snap.dispatched {
+            self.flusher.flush_to(&self.log, snap.dispatched)?;
+        }
+        if self.checkpoint_poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::ReadOnly {
+                reason: "an earlier flush of consume queues or index failed; no more checkpoints until restart".into(),
+            });
+        }
+        if let Err(e) = self.queues.flush_all().and_then(|()| self.index.flush()) {
+            self.checkpoint_poisoned.store(true, Ordering::Release);
+            return Err(e);
+        }
+        let cp = Checkpoint {
+            clean,
+            flushed: self.flusher.flushed(),
+            dispatched: snap.dispatched,
+            index_file: snap.index_file,
+            index_entries: snap.index_entries,
+            log_end: self.log.committed(),
+            last_store_timestamp_ms: self.log.last_store_timestamp(),
+        };
+        checkpoint::write(&self.config.data_dir, &cp)
+            .map_err(|e| StoreError::io(&self.config.data_dir.join(checkpoint::FILE_NAME), e))?;
+        Ok(cp)
+    }
+
+    /// The dispatcher thread.
+    pub(crate) fn run_dispatcher(&self) {
+        let mut d = Dispatcher::new(&self.log, &self.queues, &self.index);
+        let mut last_error = String::new();
+        loop {
+            let stop = self.stop_state();
+            if stop == ABORT {
+                return;
+            }
+            let limit = self.readable_limit();
+            let pos = self.dispatch.position();
+            if pos < limit {
+                match d.step(&self.dispatch, pos, limit) {
+                    Ok(_) => last_error.clear(),
+                    Err(e) => {
+                        let text = e.to_string();
+                        if text != last_error {
+                            tracing::error!(error = %text, position = pos, "dispatch failed; retrying");
+                            last_error = text;
+                        }
+                        self.dispatch
+                            .wake
+                            .wait(|| self.stop_state() != RUNNING, Some(DISPATCH_RETRY));
+                    }
+                }
+                continue;
+            }
+            if stop == DRAIN {
+                return;
+            }
+            self.dispatch.wake.wait(
+                || self.readable_limit() > self.dispatch.position() || self.stop_state() != RUNNING,
+                None,
+            );
+        }
+    }
+
+    /// The housekeeper thread: periodic checkpoint and retention.
+    pub(crate) fn run_housekeeper(&self) {
+        let mut next_checkpoint = Instant::now() + self.config.checkpoint_interval;
+        let mut next_retention = Instant::now() + self.config.retention_check_interval;
+        loop {
+            let due = next_checkpoint.min(next_retention);
+            let now = Instant::now();
+            if due > now {
+                // A timer, not synchronization: request_stop wakes it at once.
+                self.housekeeping
+                    .wait(|| self.stop_state() != RUNNING, Some(due - now));
+            }
+            if self.stop_state() != RUNNING {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next_checkpoint {
+                if let Err(e) = self.checkpoint(false) {
+                    tracing::error!(error = %e, "periodic checkpoint failed");
+                }
+                next_checkpoint = now + self.config.checkpoint_interval;
+            }
+            if now >= next_retention {
+                if let Err(e) = retention::run(self) {
+                    tracing::error!(error = %e, "retention failed");
+                }
+                next_retention = now + self.config.retention_check_interval;
+            }
+        }
+    }
+}

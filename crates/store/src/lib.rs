@@ -1,0 +1,52 @@
+//! rocketlog's storage engine: one commit log shared by every topic and queue, a consume queue
+//! per (topic, queue id) and a message-id/key index derived from it, group-commit flushing, and
+//! crash recovery. It knows bytes and offsets only: nothing here speaks gRPC, protobuf or
+//! networks, and nothing knows about consumer groups or broker roles.
+//!
+//! Files under `data_dir`:
+//!
+//! | path | what | module |
+//! |---|---|---|
+//! | `commitlog/<20-digit offset>` | preallocated, memory-mapped log segments | [`record`], `commit_log` |
+//! | `consumequeue/<topic>/<queue>/<20-digit entry>` | 20-byte entries locating each queue's messages | [`consume_queue`] |
+//! | `index/<20-digit offset>` | hash-slot index: message id and keys → offsets | [`index`] |
+//! | `checkpoint` | flushed/dispatched positions, clean-shutdown flag | [`checkpoint`] |
+//! | `deleted_topics` | tombstones of deleted topics | `queue_registry` |
+//! | `LOCK` | flock held while open | `mmap` |
+//!
+//! Threads per open store: the segment allocator, the flusher, the dispatcher (log → consume
+//! queues + index) and the housekeeper (checkpoint, retention). The appender never calls the
+//! derived structures; they are rebuilt from the log after a crash.
+//!
+//! All `unsafe` lives in `mmap.rs`, under the contract written there.
+
+mod allocator;
+pub mod checkpoint;
+mod commit_log;
+mod config;
+pub mod consume_queue;
+mod core;
+mod dispatcher;
+mod error;
+mod flush;
+pub mod index;
+mod message;
+mod mmap;
+mod open;
+mod queue_registry;
+pub mod record;
+mod recovery;
+mod retention;
+pub mod segment;
+mod store;
+mod wake;
+
+pub use config::{
+    FaultInjector, FlushMode, IoPoint, StoreConfig, DEFAULT_ASYNC_PREFAULT_WINDOW, MIN_SEGMENT_SIZE,
+};
+pub use error::StoreError;
+pub use flush::PendingAppend;
+pub use message::{AppendMessage, AppendResult, LogScan, QueueRead, StoredMessage};
+pub use retention::RetentionReport;
+pub use rocketlog_common::{PhysicalOffset, QueueOffset};
+pub use store::Store;

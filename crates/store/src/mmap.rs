@@ -1,0 +1,351 @@
+//! The only module with `unsafe`: memory-mapped files, and the three libc calls the store needs
+//! (`posix_fallocate`, `statvfs`, `flock`).
+//!
+//! # Contract of a [`MappedFile`]
+//!
+//! A `MappedFile` maps one whole file of fixed length, shared and read-write. Its bytes are
+//! reached only through raw pointers (memmap2's `MmapRaw`), never through a `&mut [u8]` over the
+//! whole map, so a writer and many readers can touch disjoint parts at once. What keeps every
+//! slice handed out free of concurrent writes:
+//!
+//! 1. **Published prefix.** `published` only grows. [`MappedFile::read`] hands out slices of
+//!    `[0, published)` only, and no byte below `published` is ever written again: writes go
+//!    through [`FileWriter`], which refuses any write starting below `published`.
+//! 2. **One writer.** Each mapping has exactly one `FileWriter` (it is not `Clone`). Writing
+//!    takes `&mut FileWriter`; [`FileWriter::read`] (which may look past `published`, e.g. for
+//!    recovery or the index) borrows it shared, so the borrow checker forbids a write while such
+//!    a slice lives.
+//! 3. **No truncation while mapped.** Lengths are set before mapping ([`MappedFile::create`],
+//!    [`MappedFile::open`]); files are removed only by unlink, which keeps the pages of live
+//!    mappings. Touching a mapped page past a shrunk end would raise SIGBUS. No other process
+//!    writes the files: the store holds the data directory with [`lock_exclusive`], and no file
+//!    is mapped twice.
+//! 4. **Lifetime.** The mapping is owned by the `MappedFile`, shared by `Arc`; slices borrow it,
+//!    so it is unmapped only after the last reader and the writer are gone.
+
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A fixed-length file mapped into memory; see the module contract.
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    path: PathBuf,
+    map: MmapRaw,
+    /// Invariant: bytes `[0, published)` are never written again and may be read by anyone.
+    published: AtomicUsize,
+}
+
+/// The single writer of one [`MappedFile`].
+#[derive(Debug)]
+pub(crate) struct FileWriter {
+    file: Arc<MappedFile>,
+}
+
+impl MappedFile {
+    /// Creates `path` (which must not exist), preallocates `len` bytes on disk (so running out
+    /// of space shows up here as ENOSPC, not later as SIGBUS on a page fault) and maps it.
+    pub(crate) fn create(path: &Path, len: u64) -> io::Result<(Arc<MappedFile>, FileWriter)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        if let Err(e) = preallocate(&file, len) {
+            drop(file);
+            // The half-allocated file would otherwise block the retry (create_new).
+            let _ignored_cleanup = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Self::map(path.to_path_buf(), file, len)
+    }
+
+    /// Maps an existing file, first growing it to `len` if it is shorter (a torn tail of a
+    /// crash-truncated file reads as zeros). A file longer than `len` is an error.
+    pub(crate) fn open(path: &Path, len: u64) -> io::Result<(Arc<MappedFile>, FileWriter)> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let actual = file.metadata()?.len();
+        if actual > len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("file is {actual} bytes, expected at most {len}"),
+            ));
+        }
+        if actual < len {
+            file.set_len(len)?;
+        }
+        Self::map(path.to_path_buf(), file, len)
+    }
+
+    fn map(path: PathBuf, file: File, len: u64) -> io::Result<(Arc<MappedFile>, FileWriter)> {
+        let len = usize::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
+        // The mapping keeps its own reference to the file; the descriptor can close.
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        drop(file);
+        let mf = Arc::new(MappedFile {
+            path,
+            map,
+            published: AtomicUsize::new(0),
+        });
+        let writer = FileWriter { file: mf.clone() };
+        Ok((mf, writer))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// End of the immutable, readable prefix.
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// `n` bytes at `pos`, if they lie entirely in the published prefix.
+    pub(crate) fn read(&self, pos: usize, n: usize) -> Option<&[u8]> {
+        let end = pos.checked_add(n)?;
+        if end > self.published() {
+            return None;
+        }
+        // SAFETY: `end <= published <= len`, so the range is inside the live mapping (which
+        // `self` owns and outlives the returned borrow). Bytes below `published` are never
+        // written again (contract rule 1), so no mutable access aliases this slice.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos), n) })
+    }
+
+    /// Writes `[pos, pos+n)` to disk (msync, MS_SYNC: on Linux an fdatasync of the range).
+    pub(crate) fn flush_range(&self, pos: usize, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(pos, n)
+    }
+
+    /// Writes the whole mapping to disk.
+    pub(crate) fn flush_all(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+
+    /// Pre-faults the pages of `[pos, pos+len)` for writing so later writes do not fault. It
+    /// changes no byte (the pages are populated from the file), so it is fine on any range.
+    /// Only an optimization: kernels without MADV_POPULATE_WRITE answer EINVAL, ignored.
+    pub(crate) fn prefault(&self, pos: usize, len: usize) -> io::Result<()> {
+        let len = len.min(self.len().saturating_sub(pos));
+        if len == 0 {
+            return Ok(());
+        }
+        match self.map.advise_range(Advice::PopulateWrite, pos, len) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl FileWriter {
+    pub(crate) fn file(&self) -> &Arc<MappedFile> {
+        &self.file
+    }
+
+    fn check_writable(&self, pos: usize, n: usize) -> io::Result<()> {
+        let end = pos.checked_add(n);
+        if pos < self.file.published() || end.is_none_or(|e| e > self.file.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "write of {n} bytes at {pos} outside [{}, {}) of {}",
+                    self.file.published(),
+                    self.file.len(),
+                    self.file.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to `pos`, which must be at or above the published prefix.
+    pub(crate) fn write(&mut self, pos: usize, data: &[u8]) -> io::Result<()> {
+        self.check_writable(pos, data.len())?;
+        // SAFETY: the range is inside the mapping and at or above `published`, so no reader
+        // holds a slice of it (rule 1); `&mut self` on the only writer excludes every other
+        // write and every writer-issued slice (rule 2). `data` cannot overlap the mapping's
+        // unpublished part because nothing hands out slices of it except `FileWriter::read`,
+        // whose borrow of `self` cannot coexist with this `&mut self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.file.map.as_mut_ptr().add(pos),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The unpublished bytes `[pos, pos+n)` to fill in place (the append path encodes records
+    /// straight into the map). Nobody else can see them until [`FileWriter::publish`].
+    pub(crate) fn region_mut(&mut self, pos: usize, n: usize) -> io::Result<&mut [u8]> {
+        self.check_writable(pos, n)?;
+        // SAFETY: in bounds and at or above `published`, so no reader holds a slice of it
+        // (rule 1); the returned borrow keeps `self` mutably borrowed, so no other write or
+        // writer-issued slice can coexist with it (rule 2).
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.file.map.as_mut_ptr().add(pos), n) })
+    }
+
+    /// Zeroes `[from, to)`, which must be at or above the published prefix.
+    pub(crate) fn zero(&mut self, from: usize, to: usize) -> io::Result<()> {
+        let n = to.saturating_sub(from);
+        self.check_writable(from, n)?;
+        // SAFETY: same argument as `write`: in bounds, unpublished, exclusive writer.
+        unsafe { std::ptr::write_bytes(self.file.map.as_mut_ptr().add(from), 0, n) };
+        Ok(())
+    }
+
+    /// `n` bytes at `pos` anywhere in the file, published or not.
+    pub(crate) fn read(&self, pos: usize, n: usize) -> Option<&[u8]> {
+        let end = pos.checked_add(n)?;
+        if end > self.file.len() {
+            return None;
+        }
+        // SAFETY: in bounds of the live mapping (owned through `self.file`). Writes need
+        // `&mut self` (rule 2), so none can happen while this shared borrow lives; bytes below
+        // `published` are never written at all.
+        Some(unsafe { std::slice::from_raw_parts(self.file.map.as_ptr().add(pos), n) })
+    }
+
+    /// Makes `[0, upto)` readable by everyone and immutable. Never moves backwards.
+    pub(crate) fn publish(&self, upto: usize) {
+        let upto = upto.min(self.file.len());
+        if upto > self.file.published.load(Ordering::Relaxed) {
+            // Release pairs with the Acquire in `published()`: the bytes written before are
+            // visible to a reader that sees the new value.
+            self.file.published.store(upto, Ordering::Release);
+        }
+    }
+}
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Reserves `len` bytes of disk for `file` (posix_fallocate). File systems that cannot
+/// preallocate fall back to a sparse `set_len`.
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let off_len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    // SAFETY: plain syscall wrapper on a valid open descriptor; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off_len) };
+    match rc {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// Size and free space of the file system holding a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiskSpace {
+    pub total: u64,
+    pub available: u64,
+}
+
+/// statvfs of the file system holding `path`.
+pub(crate) fn disk_space(path: &Path) -> io::Result<DiskSpace> {
+    let c = cstring(path)?;
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated string and `st` points to writable memory of the
+    // right type; statvfs fills it completely when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: rc == 0, so the struct was initialized by the kernel.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize;
+    Ok(DiskSpace {
+        total: st.f_blocks.saturating_mul(frsize),
+        available: st.f_bavail.saturating_mul(frsize),
+    })
+}
+
+/// Takes an exclusive advisory lock on `file` without blocking. `Ok(false)` if another open
+/// file description (another process or another `Store`) holds it. Released on close.
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: plain syscall wrapper on a valid open descriptor; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_stop_at_published_and_writes_start_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, mut w) = MappedFile::create(&dir.path().join("a"), 8192).unwrap();
+        assert_eq!(f.len(), 8192);
+        w.write(0, b"hello").unwrap();
+        assert!(f.read(0, 5).is_none(), "unpublished bytes are not readable");
+        w.publish(5);
+        assert_eq!(f.read(0, 5).unwrap(), b"hello");
+        assert!(w.write(4, b"x").is_err(), "published bytes are immutable");
+        assert!(w.write(8190, b"xyz").is_err(), "past the end");
+        w.write(5, b"!").unwrap();
+        assert_eq!(w.read(0, 6).unwrap(), b"hello!");
+        w.publish(3); // never moves backwards
+        assert_eq!(f.published(), 5);
+        f.flush_range(0, 6).unwrap();
+        drop((f, w));
+        let (f, w) = MappedFile::open(&dir.path().join("a"), 8192).unwrap();
+        assert_eq!(w.read(0, 6).unwrap(), b"hello!");
+        assert_eq!(f.published(), 0);
+    }
+
+    #[test]
+    fn open_grows_short_files_and_refuses_long_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b");
+        std::fs::write(&p, b"abc").unwrap();
+        let (f, w) = MappedFile::open(&p, 4096).unwrap();
+        assert_eq!(w.read(0, 4).unwrap(), b"abc\0");
+        drop((f, w));
+        assert!(MappedFile::open(&p, 1024).is_err());
+        assert!(
+            MappedFile::create(&p, 4096).is_err(),
+            "create never reuses a file"
+        );
+    }
+
+    #[test]
+    fn disk_space_and_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = disk_space(dir.path()).unwrap();
+        assert!(s.total >= s.available && s.total > 0);
+        let p = dir.path().join("LOCK");
+        let a = File::create(&p).unwrap();
+        let b = File::open(&p).unwrap();
+        assert!(lock_exclusive(&a).unwrap());
+        assert!(!lock_exclusive(&b).unwrap());
+        drop(a);
+        assert!(lock_exclusive(&b).unwrap());
+    }
+}
