@@ -1,0 +1,323 @@
+//! `rocketlog.admin.v1.Admin`, served on the client port: topics, consumer-group progress,
+//! message lookup, offset reset and broker statistics. Failures are gRPC statuses with a
+//! readable message (this API is for rocketlog's own tools, not the RocketMQ clients).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rocketlog_proto::admin::v1 as pb;
+use rocketlog_proto::admin::v1::admin_server::{Admin, AdminServer};
+use rocketlog_store::StoredMessage;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::config::FlushMode;
+use crate::topics::{Permission, TopicConfig, TopicError, TopicMessageType};
+
+/// Default and largest number of messages one lookup returns.
+const DEFAULT_LOOKUP_MAX: usize = 32;
+const LOOKUP_MAX_LIMIT: usize = 1024;
+/// Bodies in lookups are cut to this many bytes.
+const LOOKUP_BODY_LIMIT: usize = 64 << 10;
+
+/// The admin service over one broker.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    broker: Arc<Broker>,
+}
+
+/// The admin gRPC service, ready to be routed.
+pub fn service(broker: Arc<Broker>) -> AdminServer<AdminApi> {
+    AdminServer::new(AdminApi { broker })
+}
+
+fn topic_status(e: TopicError) -> Status {
+    match e {
+        TopicError::NotFound { .. } => Status::not_found(e.to_string()),
+        TopicError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        TopicError::InvalidName(_)
+        | TopicError::InvalidQueueCount { .. }
+        | TopicError::NoMessageTypes { .. } => Status::invalid_argument(e.to_string()),
+        TopicError::Io { .. } | TopicError::Corrupt { .. } => Status::internal(e.to_string()),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn to_wire(t: &TopicConfig) -> pb::TopicConfig {
+    pb::TopicConfig {
+        name: t.name.clone(),
+        queue_nums: t.queue_count,
+        perm: match t.permission {
+            Permission::None => pb::Permission::None,
+            Permission::Read => pb::Permission::Read,
+            Permission::Write => pb::Permission::Write,
+            Permission::ReadWrite => pb::Permission::ReadWrite,
+        } as i32,
+        message_types: t
+            .message_types
+            .iter()
+            .map(|m| match m {
+                TopicMessageType::Normal => pb::MessageType::Normal,
+                TopicMessageType::Fifo => pb::MessageType::Fifo,
+                TopicMessageType::Delay => pb::MessageType::Delay,
+                TopicMessageType::Transaction => pb::MessageType::Transaction,
+            } as i32)
+            .collect(),
+    }
+}
+
+fn from_wire(t: pb::TopicConfig, default_queues: u32) -> Result<TopicConfig, Status> {
+    let permission = match pb::Permission::try_from(t.perm) {
+        Ok(pb::Permission::None) => Permission::None,
+        Ok(pb::Permission::Read) => Permission::Read,
+        Ok(pb::Permission::Write) => Permission::Write,
+        Ok(pb::Permission::ReadWrite) | Ok(pb::Permission::Unspecified) => Permission::ReadWrite,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown permission {}",
+                t.perm
+            )))
+        }
+    };
+    let mut types = BTreeSet::new();
+    for m in t.message_types {
+        let kind = match pb::MessageType::try_from(m) {
+            Ok(pb::MessageType::Normal) => TopicMessageType::Normal,
+            Ok(pb::MessageType::Fifo) => TopicMessageType::Fifo,
+            Ok(pb::MessageType::Delay) => TopicMessageType::Delay,
+            Ok(pb::MessageType::Transaction) => TopicMessageType::Transaction,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown message type {m}"
+                )))
+            }
+        };
+        types.insert(kind);
+    }
+    if types.is_empty() {
+        types.insert(TopicMessageType::Normal);
+    }
+    Ok(TopicConfig {
+        name: t.name,
+        queue_count: if t.queue_nums == 0 {
+            default_queues
+        } else {
+            t.queue_nums
+        },
+        permission,
+        message_types: types,
+    })
+}
+
+fn stored(m: StoredMessage, with_body: bool) -> pb::StoredMessage {
+    let body_size = u32::try_from(m.body.len()).unwrap_or(u32::MAX);
+    let body = if with_body {
+        let mut b = m.body;
+        b.truncate(LOOKUP_BODY_LIMIT);
+        b
+    } else {
+        Vec::new()
+    };
+    pb::StoredMessage {
+        topic: m.topic,
+        queue_id: m.queue_id,
+        queue_offset: m.queue_offset.0,
+        physical_offset: m.physical_offset.0,
+        message_id: m.message_id,
+        keys: m.keys,
+        tag: m.tag.unwrap_or_default(),
+        born_timestamp_ms: m.born_timestamp_ms,
+        store_timestamp_ms: m.store_timestamp_ms,
+        body_size,
+        properties: m.properties.into_iter().collect(),
+        body,
+        reconsume_times: m.reconsume_times,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_or_update_topic(
+        &self,
+        request: Request<pb::CreateOrUpdateTopicRequest>,
+    ) -> Result<Response<pb::CreateOrUpdateTopicResponse>, Status> {
+        let b = &self.broker;
+        let wire = request
+            .into_inner()
+            .topic
+            .ok_or_else(|| Status::invalid_argument("topic is required"))?;
+        let config = from_wire(wire, b.config.default_queue_count)?;
+        let existed = b.topics.get(&config.name).is_some();
+        let saved = b.topics.upsert(config).map_err(topic_status)?;
+        b.routes.invalidate(&saved.name);
+        tracing::info!(topic = %saved.name, queues = saved.queue_count, created = !existed, "topic saved");
+        Ok(Response::new(pb::CreateOrUpdateTopicResponse {
+            topic: Some(to_wire(&saved)),
+            created: !existed,
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let b = &self.broker;
+        let name = request.into_inner().name;
+        b.topics.delete(&name).map_err(topic_status)?;
+        b.routes.invalidate(&name);
+        let store = b.store.clone();
+        tokio::task::spawn_blocking(move || store.delete_topic(&name))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        Ok(Response::new(pb::ListTopicsResponse {
+            topics: self
+                .broker
+                .topics
+                .list()
+                .iter()
+                .map(|t| to_wire(t))
+                .collect(),
+        }))
+    }
+
+    async fn describe_consumer_group(
+        &self,
+        request: Request<pb::DescribeConsumerGroupRequest>,
+    ) -> Result<Response<pb::DescribeConsumerGroupResponse>, Status> {
+        let group = request.into_inner().group;
+        rocketlog_common::validate_group(&group)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let queues: Vec<pb::QueueLag> = self
+            .broker
+            .consumption
+            .describe_group(&group)
+            .into_iter()
+            .map(|q| pb::QueueLag {
+                topic: q.topic,
+                queue_id: q.queue_id,
+                broker_offset: q.max_offset.0,
+                consumer_offset: q.committed_offset.0,
+                lag: q.lag,
+                inflight: u64::try_from(q.in_flight).unwrap_or(u64::MAX),
+            })
+            .collect();
+        let total_lag = queues.iter().map(|q| q.lag).fold(0u64, u64::saturating_add);
+        Ok(Response::new(pb::DescribeConsumerGroupResponse {
+            group,
+            queues,
+            total_lag,
+        }))
+    }
+
+    async fn lookup_message(
+        &self,
+        request: Request<pb::LookupMessageRequest>,
+    ) -> Result<Response<pb::LookupMessageResponse>, Status> {
+        let req = request.into_inner();
+        let max = match usize::try_from(req.max).unwrap_or(LOOKUP_MAX_LIMIT) {
+            0 => DEFAULT_LOOKUP_MAX,
+            n => n.min(LOOKUP_MAX_LIMIT),
+        };
+        let store = self.broker.store.clone();
+        let found = match req.by {
+            Some(pb::lookup_message_request::By::MessageId(id)) => {
+                if id.trim().is_empty() {
+                    return Err(Status::invalid_argument("message id is empty"));
+                }
+                tokio::task::spawn_blocking(move || store.lookup_message_id(&id)).await
+            }
+            Some(pb::lookup_message_request::By::Key(k)) => {
+                rocketlog_common::validate_topic(&k.topic)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if k.key.is_empty() {
+                    return Err(Status::invalid_argument("key is empty"));
+                }
+                tokio::task::spawn_blocking(move || store.lookup_key(&k.topic, &k.key, max)).await
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "give a message id or a topic and key",
+                ))
+            }
+        }
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::LookupMessageResponse {
+            messages: found
+                .into_iter()
+                .take(max)
+                .map(|m| stored(m, req.with_body))
+                .collect(),
+        }))
+    }
+
+    async fn reset_consumer_offset(
+        &self,
+        request: Request<pb::ResetConsumerOffsetRequest>,
+    ) -> Result<Response<pb::ResetConsumerOffsetResponse>, Status> {
+        let req = request.into_inner();
+        rocketlog_common::validate_group(&req.group)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.broker.topics.get(&req.topic).is_none() {
+            return Err(Status::not_found(format!(
+                "topic {:?} does not exist",
+                req.topic
+            )));
+        }
+        let engine = self.broker.consumption.clone();
+        let offsets = tokio::task::spawn_blocking(move || {
+            engine.reset_offset(&req.group, &req.topic, req.timestamp_ms)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::ResetConsumerOffsetResponse {
+            offsets: offsets
+                .into_iter()
+                .map(|(queue_id, offset)| pb::QueueOffset {
+                    queue_id,
+                    offset: offset.0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn broker_stats(
+        &self,
+        _request: Request<pb::BrokerStatsRequest>,
+    ) -> Result<Response<pb::BrokerStatsResponse>, Status> {
+        let b = &self.broker;
+        let topics = b.topics.list();
+        let (min, max) = b.store.log_range();
+        Ok(Response::new(pb::BrokerStatsResponse {
+            cluster_name: b.config.cluster_name.clone(),
+            broker_name: b.config.broker_name.clone(),
+            broker_id: b.config.broker_id,
+            uptime_ms: u64::try_from(b.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            min_log_offset: min.0,
+            max_log_offset: max.0,
+            flushed_offset: b.store.flushed_offset().0,
+            topic_count: u32::try_from(topics.len()).unwrap_or(u32::MAX),
+            queue_count: topics
+                .iter()
+                .map(|t| t.queue_count)
+                .fold(0u32, u32::saturating_add),
+            flush_mode: match b.config.flush_mode {
+                FlushMode::Sync => "sync",
+                FlushMode::Async => "async",
+            }
+            .to_owned(),
+        }))
+    }
+}

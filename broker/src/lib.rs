@@ -1,0 +1,25 @@
+//! rocketlog broker: the Apache RocketMQ 5 client API (`apache.rocketmq.v2.MessagingService`)
+//! and rocketlog's admin API over the storage engine, on one port that serves plaintext HTTP/2
+//! and TLS alike.
+//!
+//! Embedding: [`run`] serves a [`BrokerConfig`] on a bound listener until a shutdown future
+//! resolves, then drains and flushes. See [`standalone`] for a nameserver and a broker in one
+//! process.
+
+pub mod admin;
+pub mod broker;
+pub mod clients;
+pub mod config;
+pub mod consumption;
+pub mod error;
+pub mod nameserver_client;
+pub mod renewal;
+pub mod routes;
+mod run;
+pub mod service;
+pub mod topics;
+pub mod transport;
+
+pub use config::{BrokerConfig, FlushMode, ReceiveSettings, StoreSettings};
+pub use error::BrokerError;
+pub use run::{run, standalone};

@@ -1,0 +1,337 @@
+//! The broker's side of `rocketlog.nameserver.v1.NameServer`: registering this broker (its
+//! client address and complete topic table) with every configured nameserver — at start, on
+//! every heartbeat interval and at once when the topic table changes — and reading topic
+//! routes for QueryRoute.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rocketlog_proto::nameserver::v1 as ns;
+use rocketlog_proto::nameserver::v1::name_server_client::NameServerClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::broker::Broker;
+use crate::routes::BrokerQueues;
+use crate::topics::{Permission, TopicConfig, TopicMessageType};
+
+/// Deadline of one nameserver call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Delay before retrying a registration some nameserver refused or missed.
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a nameserver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NameserverError {
+    #[error("nameserver {address}: {status}")]
+    Call {
+        address: String,
+        #[source]
+        status: tonic::Status,
+    },
+    #[error("invalid nameserver address {address:?}: {reason}")]
+    Address { address: String, reason: String },
+}
+
+/// Lazily connected clients of every configured nameserver.
+#[derive(Debug, Clone)]
+pub struct NameserverClient {
+    servers: Arc<Vec<(String, Result<Channel, String>)>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl NameserverClient {
+    /// Clients for `addresses` (`host:port`); connections are made on first use.
+    pub fn new(addresses: &[String]) -> Self {
+        let servers = addresses
+            .iter()
+            .map(|a| {
+                let channel = Endpoint::from_shared(format!("http://{a}"))
+                    .map(|e| {
+                        e.connect_timeout(CALL_TIMEOUT)
+                            .timeout(CALL_TIMEOUT)
+                            .connect_lazy()
+                    })
+                    .map_err(|e| e.to_string());
+                (a.clone(), channel)
+            })
+            .collect();
+        NameserverClient {
+            servers: Arc::new(servers),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn client(&self, index: usize) -> Result<(String, NameServerClient<Channel>), NameserverError> {
+        let (address, channel) = &self.servers[index];
+        match channel {
+            Ok(c) => Ok((address.clone(), NameServerClient::new(c.clone()))),
+            Err(reason) => Err(NameserverError::Address {
+                address: address.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Number of configured nameservers.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The route of `topic` from the first nameserver that answers (they hold the same
+    /// table); empty when no broker serves it.
+    pub async fn topic_route(&self, topic: &str) -> Result<Vec<BrokerQueues>, NameserverError> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last_err = None;
+        for i in 0..n {
+            let (address, mut client) = match self.client((start + i) % n) {
+                Ok(c) => c,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let req = ns::GetTopicRouteRequest {
+                topic: topic.to_owned(),
+            };
+            match client.get_topic_route(req).await {
+                Ok(resp) => return Ok(route_of(resp.into_inner())),
+                Err(status) if status.code() == tonic::Code::NotFound => return Ok(Vec::new()),
+                Err(status) => last_err = Some(NameserverError::Call { address, status }),
+            }
+        }
+        match last_err {
+            Some(e) => Err(e),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Registers with every nameserver; returns how many accepted.
+    pub async fn register(&self, req: &ns::RegisterBrokerRequest) -> usize {
+        let calls = (0..self.servers.len()).map(|i| {
+            let req = req.clone();
+            async move {
+                let (address, mut client) = self.client(i)?;
+                client
+                    .register_broker(req)
+                    .await
+                    .map_err(|status| NameserverError::Call { address, status })
+            }
+        });
+        let mut ok = 0;
+        for result in futures::future::join_all(calls).await {
+            match result {
+                Ok(_) => ok += 1,
+                Err(e) => tracing::warn!(error = %e, "broker registration failed"),
+            }
+        }
+        ok
+    }
+
+    /// Tells every nameserver this broker is leaving (best effort).
+    pub async fn unregister(&self, req: &ns::UnregisterBrokerRequest) {
+        let calls = (0..self.servers.len()).map(|i| {
+            let req = req.clone();
+            async move {
+                if let Ok((_, mut client)) = self.client(i) {
+                    let _ = client.unregister_broker(req).await;
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+}
+
+fn permission_of(p: i32) -> Permission {
+    match ns::Permission::try_from(p) {
+        Ok(ns::Permission::None) => Permission::None,
+        Ok(ns::Permission::Read) => Permission::Read,
+        Ok(ns::Permission::Write) => Permission::Write,
+        _ => Permission::ReadWrite,
+    }
+}
+
+fn wire_permission(p: Permission) -> ns::Permission {
+    match p {
+        Permission::None => ns::Permission::None,
+        Permission::Read => ns::Permission::Read,
+        Permission::Write => ns::Permission::Write,
+        Permission::ReadWrite => ns::Permission::ReadWrite,
+    }
+}
+
+fn type_of(t: i32) -> Option<TopicMessageType> {
+    match ns::MessageType::try_from(t) {
+        Ok(ns::MessageType::Normal) => Some(TopicMessageType::Normal),
+        Ok(ns::MessageType::Fifo) => Some(TopicMessageType::Fifo),
+        Ok(ns::MessageType::Delay) => Some(TopicMessageType::Delay),
+        Ok(ns::MessageType::Transaction) => Some(TopicMessageType::Transaction),
+        _ => None,
+    }
+}
+
+fn wire_type(t: TopicMessageType) -> ns::MessageType {
+    match t {
+        TopicMessageType::Normal => ns::MessageType::Normal,
+        TopicMessageType::Fifo => ns::MessageType::Fifo,
+        TopicMessageType::Delay => ns::MessageType::Delay,
+        TopicMessageType::Transaction => ns::MessageType::Transaction,
+    }
+}
+
+/// Route entries of the groups that have a live master.
+fn route_of(resp: ns::GetTopicRouteResponse) -> Vec<BrokerQueues> {
+    resp.groups
+        .into_iter()
+        .filter_map(|g| {
+            let master = g.addresses.get(&0)?.clone();
+            let t = g.topic?;
+            let mut types: BTreeSet<TopicMessageType> =
+                t.message_types.iter().filter_map(|m| type_of(*m)).collect();
+            if types.is_empty() {
+                types.insert(TopicMessageType::Normal);
+            }
+            Some(BrokerQueues {
+                broker_name: g.broker_name,
+                address: Some(master),
+                queue_count: t.read_queue_nums.max(t.write_queue_nums),
+                permission: permission_of(t.perm),
+                message_types: types,
+            })
+        })
+        .collect()
+}
+
+/// This broker's topic as the nameserver stores it.
+pub fn wire_topic(t: &TopicConfig) -> ns::TopicConfig {
+    ns::TopicConfig {
+        name: t.name.clone(),
+        read_queue_nums: t.queue_count,
+        write_queue_nums: t.queue_count,
+        perm: wire_permission(t.permission) as i32,
+        message_types: t
+            .message_types
+            .iter()
+            .map(|m| wire_type(*m) as i32)
+            .collect(),
+    }
+}
+
+fn registration(b: &Broker, data_version: u64) -> ns::RegisterBrokerRequest {
+    ns::RegisterBrokerRequest {
+        cluster_name: b.config.cluster_name.clone(),
+        broker_name: b.config.broker_name.clone(),
+        broker_id: b.config.broker_id,
+        client_address: b.endpoint.address(),
+        ha_address: String::new(),
+        topics: b.topics.list().iter().map(|t| wire_topic(t)).collect(),
+        data_version,
+    }
+}
+
+/// Registers now, then on every heartbeat interval and whenever the topic table changes,
+/// until shutdown; then unregisters.
+pub async fn register_loop(ns: NameserverClient, broker: Arc<Broker>) {
+    // Data versions keep increasing across restarts: start time in ms, scaled, plus changes.
+    let base = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
+        .saturating_mul(1_000_000);
+    let mut changes = broker.topics.subscribe();
+    let mut tick = tokio::time::interval(broker.config.heartbeat_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After a failed registration (a nameserver not up yet), try again soon rather than a
+    // whole heartbeat interval later.
+    let retry_after = broker.config.heartbeat_interval().min(REGISTER_RETRY);
+    let mut retry: Option<tokio::time::Instant> = None;
+    loop {
+        let retry_sleep = async {
+            match retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = broker.shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            () = retry_sleep => {}
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+        let version = base.saturating_add(*changes.borrow_and_update());
+        let req = registration(&broker, version);
+        let accepted = ns.register(&req).await;
+        retry = (accepted < ns.len()).then(|| tokio::time::Instant::now() + retry_after);
+    }
+    ns.unregister(&ns::UnregisterBrokerRequest {
+        cluster_name: broker.config.cluster_name.clone(),
+        broker_name: broker.config.broker_name.clone(),
+        broker_id: broker.config.broker_id,
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_keep_groups_with_a_master_only() {
+        let topic = ns::TopicConfig {
+            name: "t".into(),
+            read_queue_nums: 4,
+            write_queue_nums: 4,
+            perm: ns::Permission::Read as i32,
+            message_types: vec![ns::MessageType::Fifo as i32],
+        };
+        let resp = ns::GetTopicRouteResponse {
+            topic: "t".into(),
+            groups: vec![
+                ns::BrokerGroupRoute {
+                    cluster_name: "c".into(),
+                    broker_name: "broker-b".into(),
+                    addresses: [
+                        (0, "10.0.0.2:8081".to_owned()),
+                        (1, "10.0.0.3:8081".to_owned()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    topic: Some(topic.clone()),
+                },
+                ns::BrokerGroupRoute {
+                    cluster_name: "c".into(),
+                    broker_name: "slave-only".into(),
+                    addresses: [(1, "10.0.0.4:8081".to_owned())].into_iter().collect(),
+                    topic: Some(topic),
+                },
+            ],
+        };
+        let route = route_of(resp);
+        assert_eq!(route.len(), 1);
+        let b = &route[0];
+        assert_eq!(b.broker_name, "broker-b");
+        assert_eq!(b.address.as_deref(), Some("10.0.0.2:8081"));
+        assert_eq!(b.queue_count, 4);
+        assert_eq!(b.permission, Permission::Read);
+        assert!(b.message_types.contains(&TopicMessageType::Fifo));
+    }
+
+    #[test]
+    fn local_topics_register_with_equal_read_and_write_queues() {
+        let t = TopicConfig::new("orders", 3, [TopicMessageType::Normal]);
+        let wire = wire_topic(&t);
+        assert_eq!((wire.read_queue_nums, wire.write_queue_nums), (3, 3));
+        assert_eq!(wire.perm, ns::Permission::ReadWrite as i32);
+        assert_eq!(wire.message_types, vec![ns::MessageType::Normal as i32]);
+    }
+}

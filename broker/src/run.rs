@@ -1,0 +1,236 @@
+//! The broker's lifecycle: open the store, the consumption engine and the topic table, start
+//! the background tasks (auto-renewal, nameserver registration), serve the client port until
+//! the shutdown future resolves, then stop accepting, let in-flight requests finish (long polls
+//! and Telemetry streams are ended first), flush, checkpoint and return.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rocketlog_proto::v2::messaging_service_server::MessagingServiceServer;
+use rocketlog_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::broker::{AdvertisedEndpoint, Broker};
+use crate::config::BrokerConfig;
+use crate::consumption::{Consumption, ConsumptionConfig};
+use crate::error::BrokerError;
+use crate::nameserver_client::{self, NameserverClient};
+use crate::renewal::{RenewalConfig, Renewals};
+use crate::routes::RouteTable;
+use crate::service::MessagingServer;
+use crate::topics::{TopicDefaults, TopicManager};
+use crate::transport::{tls, Transport};
+
+/// Largest gRPC message accepted or sent (the proxy's 130 MiB); each message body is held to
+/// `max_body_size` by the send handler.
+pub const MAX_GRPC_MESSAGE: usize = 130 << 20;
+
+/// Serves the broker on `listener` until `shutdown` resolves; returns after a clean stop.
+pub async fn run(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BrokerError> {
+    config.validate()?;
+    let bound = listener.local_addr().map_err(BrokerError::Listener)?;
+    let endpoint = AdvertisedEndpoint::resolve(config.advertised_address.as_deref(), bound);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
+        what: "creating",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+
+    let store_config = config.store_config();
+    let store = blocking(move || Store::open(store_config)).await??;
+    let consumption = {
+        let (engine_store, dir) = (store.clone(), config.consumption_dir());
+        let engine_config = ConsumptionConfig {
+            max_invisible: Duration::from_millis(config.receive.max_invisible_duration_ms),
+            ..ConsumptionConfig::default()
+        };
+        match blocking(move || Consumption::open(engine_store, dir, engine_config)).await? {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = blocking(move || store.shutdown()).await;
+                return Err(e.into());
+            }
+        }
+    };
+    // Whatever happens while serving, the engine and the store are flushed and closed.
+    let served = serve(
+        config,
+        endpoint,
+        store.clone(),
+        consumption.clone(),
+        listener,
+        shutdown,
+    )
+    .await;
+    let engine_result = blocking(move || consumption.shutdown()).await?;
+    let store_result = blocking(move || store.shutdown()).await?;
+    served?;
+    engine_result?;
+    store_result?;
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+async fn serve(
+    config: BrokerConfig,
+    endpoint: AdvertisedEndpoint,
+    store: Store,
+    consumption: Consumption,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), BrokerError> {
+    let bound = listener.local_addr().map_err(BrokerError::Listener)?;
+    let topics = Arc::new(TopicManager::open(
+        &config.config_dir(),
+        TopicDefaults {
+            auto_create: config.auto_create_topics,
+            queue_count: config.default_queue_count,
+        },
+    )?);
+    let tls_config = tls::server_config(
+        config
+            .tls_cert_path
+            .as_deref()
+            .zip(config.tls_key_path.as_deref()),
+        std::slice::from_ref(&endpoint.host),
+    )?;
+    let nameservers = (!config.nameserver_addresses.is_empty())
+        .then(|| NameserverClient::new(&config.nameserver_addresses));
+    let routes = RouteTable::new(
+        &config.broker_name,
+        nameservers.clone(),
+        Duration::from_millis(config.route_cache_ms),
+    );
+    let renewals = Renewals::new(RenewalConfig {
+        invisible: Duration::from_millis(config.receive.auto_renew_invisible_duration_ms),
+        ahead: Duration::from_millis(config.receive.auto_renew_ahead_ms),
+        max_age: Duration::from_millis(config.receive.auto_renew_max_ms),
+        period: Duration::from_millis(config.receive.auto_renew_period_ms),
+    });
+    let token = CancellationToken::new();
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let broker = Arc::new(Broker::new(
+        config,
+        store,
+        consumption,
+        topics,
+        routes,
+        renewals,
+        endpoint,
+        token.clone(),
+    ));
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(renew_loop(Arc::clone(&broker)));
+    if let Some(ns) = nameservers {
+        tasks.spawn(nameserver_client::register_loop(ns, Arc::clone(&broker)));
+    }
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<MessagingServiceServer<MessagingServer>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(rocketlog_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| BrokerError::Reflection(e.to_string()))?;
+    let messaging = MessagingServiceServer::new(MessagingServer::new(Arc::clone(&broker)))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let admin = crate::admin::service(Arc::clone(&broker));
+    let service_routes = Routes::new(messaging)
+        .add_service(admin)
+        .add_service(health)
+        .add_service(reflection);
+
+    tracing::info!(
+        broker = %broker.config.broker_name,
+        listen = %bound,
+        advertised = %broker.endpoint.address(),
+        "broker serving"
+    );
+    let stopping = {
+        let broker = Arc::clone(&broker);
+        async move {
+            shutdown.await;
+            tracing::info!("broker shutting down");
+            health_reporter
+                .set_not_serving::<MessagingServiceServer<MessagingServer>>()
+                .await;
+            // Ends long polls and Telemetry streams so connections can drain.
+            broker.shutdown.cancel();
+            broker.clients.clear();
+        }
+    };
+    Transport::new(Some(tls_config), grace)
+        .serve(listener, service_routes, stopping)
+        .await;
+
+    token.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// The broker half of standalone mode (a nameserver and a broker in one process): `config`
+/// pointed at the in-process nameserver listening on `nameserver`. Run it with [`run`] next
+/// to `rocketlog_nameserver::run`, both stopped by the same shutdown signal.
+pub fn standalone(mut config: BrokerConfig, mut nameserver: std::net::SocketAddr) -> BrokerConfig {
+    if nameserver.ip().is_unspecified() {
+        nameserver.set_ip(match nameserver.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    config.nameserver_addresses = vec![nameserver.to_string()];
+    config
+}
+
+/// Runs a blocking call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BrokerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BrokerError::Task(e.to_string()))
+}
+
+/// Extends auto-renewed deliveries until shutdown.
+async fn renew_loop(broker: Arc<Broker>) {
+    let period = broker.renewals.config().period;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if broker.renewals.is_empty() {
+            continue;
+        }
+        let b = Arc::clone(&broker);
+        let pass = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            b.renewals.renew_due(&b.consumption, now, &|client| {
+                b.clients.is_connected(client)
+            })
+        });
+        if let Err(e) = pass.await {
+            tracing::warn!(error = %e, "auto-renewal pass failed");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

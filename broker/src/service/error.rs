@@ -1,0 +1,194 @@
+//! Per-request failures of the client API and the one place they become an
+//! `apache.rocketmq.v2.Status` (code + human-readable message). Every RPC answers in-band with
+//! gRPC OK and this status, as the proxy does.
+
+use rocketlog_proto::v2::{Code, Status};
+
+use crate::consumption::ConsumeError;
+use crate::topics::TopicError;
+
+/// Why one request (or one entry of a batch) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    IllegalTopic(String),
+    #[error("{0}")]
+    IllegalConsumerGroup(String),
+    #[error("{0}")]
+    IllegalMessageTag(String),
+    #[error("{0}")]
+    IllegalMessageKey(String),
+    #[error("{0}")]
+    IllegalMessageGroup(String),
+    #[error("{0}")]
+    IllegalPropertyKey(String),
+    #[error("message id must not be blank")]
+    IllegalMessageId,
+    #[error("{0}")]
+    IllegalInvisibleTime(String),
+    #[error("{0}")]
+    IllegalPollingTime(String),
+    #[error("{0}")]
+    PropertyConflictWithType(String),
+    #[error("{0}")]
+    MessageCorrupted(String),
+    #[error("the x-mq-client-id header is required")]
+    ClientIdRequired,
+    #[error("{0}")]
+    UnrecognizedClientType(String),
+    #[error("topic {0:?} does not exist")]
+    TopicNotFound(String),
+    #[error("message body is {size} bytes; the limit is {max}")]
+    BodyTooLarge { size: usize, max: usize },
+    #[error("message body must not be empty")]
+    BodyEmpty,
+    #[error("{0}")]
+    PropertiesTooLarge(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+    #[error(transparent)]
+    Store(#[from] rocketlog_store::StoreError),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+}
+
+impl ApiError {
+    /// The protocol code of this failure.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::BadRequest(_) => Code::BadRequest,
+            ApiError::IllegalTopic(_) => Code::IllegalTopic,
+            ApiError::IllegalConsumerGroup(_) => Code::IllegalConsumerGroup,
+            ApiError::IllegalMessageTag(_) => Code::IllegalMessageTag,
+            ApiError::IllegalMessageKey(_) => Code::IllegalMessageKey,
+            ApiError::IllegalMessageGroup(_) => Code::IllegalMessageGroup,
+            ApiError::IllegalPropertyKey(_) => Code::IllegalMessagePropertyKey,
+            ApiError::IllegalMessageId => Code::IllegalMessageId,
+            ApiError::IllegalInvisibleTime(_) => Code::IllegalInvisibleTime,
+            ApiError::IllegalPollingTime(_) => Code::IllegalPollingTime,
+            ApiError::PropertyConflictWithType(_) => Code::MessagePropertyConflictWithType,
+            ApiError::MessageCorrupted(_) => Code::MessageCorrupted,
+            ApiError::ClientIdRequired => Code::ClientIdRequired,
+            ApiError::UnrecognizedClientType(_) => Code::UnrecognizedClientType,
+            ApiError::TopicNotFound(_) => Code::TopicNotFound,
+            ApiError::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
+            ApiError::BodyEmpty => Code::MessageBodyEmpty,
+            ApiError::PropertiesTooLarge(_) => Code::MessagePropertiesTooLarge,
+            ApiError::Forbidden(_) => Code::Forbidden,
+            ApiError::NotImplemented(_) => Code::NotImplemented,
+            ApiError::Unsupported(_) => Code::Unsupported,
+            ApiError::Internal(_) => Code::InternalError,
+            ApiError::Consume(e) => consume_code(e),
+            ApiError::Store(e) => store_code(e),
+            ApiError::Topic(e) => topic_code(e),
+        }
+    }
+
+    /// The in-band status carrying this failure.
+    pub fn status(&self) -> Status {
+        let code = self.code();
+        if code == Code::InternalError {
+            tracing::warn!(error = %self, "request failed");
+        }
+        Status {
+            code: code as i32,
+            message: self.to_string(),
+        }
+    }
+}
+
+fn consume_code(e: &ConsumeError) -> Code {
+    match e {
+        ConsumeError::InvalidReceiptHandle { .. } => Code::InvalidReceiptHandle,
+        ConsumeError::IllegalFilterExpression { .. } => Code::IllegalFilterExpression,
+        ConsumeError::IllegalInvisibleTime { .. } => Code::IllegalInvisibleTime,
+        ConsumeError::IllegalBatchSize { .. } => Code::BadRequest,
+        ConsumeError::NoQueues { .. } => Code::TopicNotFound,
+        ConsumeError::Store(s) => store_code(s),
+        _ => Code::InternalError,
+    }
+}
+
+fn store_code(e: &rocketlog_store::StoreError) -> Code {
+    use rocketlog_store::StoreError as S;
+    match e {
+        S::MessageTooLarge { .. } | S::FieldTooLong { .. } => Code::MessagePropertiesTooLarge,
+        S::BadTopic(_) => Code::IllegalTopic,
+        S::DiskFull { .. } | S::ReadOnly { .. } => Code::Forbidden,
+        _ => Code::InternalError,
+    }
+}
+
+fn topic_code(e: &TopicError) -> Code {
+    match e {
+        TopicError::NotFound { .. } => Code::TopicNotFound,
+        TopicError::InvalidName(_) => Code::IllegalTopic,
+        TopicError::AlreadyExists { .. }
+        | TopicError::InvalidQueueCount { .. }
+        | TopicError::NoMessageTypes { .. } => Code::BadRequest,
+        TopicError::Io { .. } | TopicError::Corrupt { .. } => Code::InternalError,
+    }
+}
+
+/// `{OK, "OK"}`.
+pub fn ok() -> Status {
+    Status {
+        code: Code::Ok as i32,
+        message: "OK".to_owned(),
+    }
+}
+
+/// A status with `code` and `message`.
+pub fn status(code: Code, message: impl Into<String>) -> Status {
+    Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+/// The top status of a batch answer (send, ack): the entries' common code (with the first
+/// entry's message, so a single failure reads the same at the top), else MULTIPLE_RESULTS (the
+/// proxy's rule).
+pub fn batch_status<'a>(entries: impl IntoIterator<Item = Option<&'a Status>>) -> Status {
+    let mut entries = entries.into_iter();
+    let Some(first) = entries.next() else {
+        return status(Code::BadRequest, "no entries");
+    };
+    let code_of = |s: Option<&Status>| s.map_or(Code::InternalError as i32, |s| s.code);
+    let first_code = code_of(first);
+    if entries.all(|s| code_of(s) == first_code) {
+        first
+            .cloned()
+            .unwrap_or_else(|| status(Code::InternalError, "entry without status"))
+    } else {
+        status(Code::MultipleResults, "MULTIPLE_RESULTS")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_status_rules() {
+        let okay = ok();
+        let bad = status(Code::InvalidReceiptHandle, "stale");
+        assert_eq!(batch_status([Some(&okay), Some(&okay)]), okay);
+        assert_eq!(batch_status([Some(&bad)]), bad);
+        assert_eq!(
+            batch_status([Some(&okay), Some(&bad)]).code,
+            Code::MultipleResults as i32
+        );
+        assert_eq!(batch_status([]).code, Code::BadRequest as i32);
+    }
+}

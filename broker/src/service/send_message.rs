@@ -1,0 +1,244 @@
+//! SendMessage: validate each message, append it to the store, answer once the flush mode is
+//! satisfied. One `SendResultEntry` per message, in order, each with its own status; the top
+//! status is their common code, else MULTIPLE_RESULTS.
+
+use std::net::SocketAddr;
+
+use rocketlog_proto::v2;
+use rocketlog_store::{AppendMessage, PendingAppend};
+use tonic::Request;
+
+use super::convert::{encode_flags, timestamp_ms, TRACE_CONTEXT_PROPERTY};
+use super::error::{batch_status, ok, ApiError};
+use super::validate::{self, MAX_MESSAGES_PER_SEND, MAX_USER_PROPERTY_BYTES};
+use crate::broker::Broker;
+use crate::consumption::MESSAGE_GROUP_PROPERTY;
+use crate::topics::{TopicConfig, TopicMessageType};
+
+pub async fn handle(
+    b: &Broker,
+    request: Request<v2::SendMessageRequest>,
+) -> v2::SendMessageResponse {
+    let peer = request.remote_addr();
+    let req = request.into_inner();
+    if req.messages.is_empty() {
+        return failed(ApiError::MessageCorrupted("no message to send".into()));
+    }
+    if req.messages.len() > MAX_MESSAGES_PER_SEND {
+        return failed(ApiError::BadRequest(format!(
+            "{} messages in one request; the limit is {MAX_MESSAGES_PER_SEND}",
+            req.messages.len()
+        )));
+    }
+    // Append everything first, then wait for durability once (group commit covers them all).
+    let mut pending: Vec<Result<(String, PendingAppend), ApiError>> =
+        Vec::with_capacity(req.messages.len());
+    for msg in req.messages {
+        pending.push(append(b, msg, peer));
+    }
+    let mut entries = Vec::with_capacity(pending.len());
+    for p in pending {
+        let entry = match p {
+            Ok((message_id, pending)) => match pending.durable().await {
+                Ok(result) => v2::SendResultEntry {
+                    status: Some(ok()),
+                    message_id,
+                    transaction_id: String::new(),
+                    offset: i64::try_from(result.queue_offset.0).unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+                Err(e) => error_entry(ApiError::Store(e)),
+            },
+            Err(e) => error_entry(e),
+        };
+        entries.push(entry);
+    }
+    let status = batch_status(entries.iter().map(|e| e.status.as_ref()));
+    v2::SendMessageResponse {
+        status: Some(status),
+        entries,
+    }
+}
+
+fn failed(e: ApiError) -> v2::SendMessageResponse {
+    v2::SendMessageResponse {
+        status: Some(e.status()),
+        entries: Vec::new(),
+    }
+}
+
+fn error_entry(e: ApiError) -> v2::SendResultEntry {
+    v2::SendResultEntry {
+        status: Some(e.status()),
+        ..Default::default()
+    }
+}
+
+/// The type a message declares (or implies, when unspecified).
+fn message_kind(sys: &v2::SystemProperties) -> Result<TopicMessageType, ApiError> {
+    let has_group = sys.message_group.as_deref().is_some_and(|g| !g.is_empty());
+    match v2::MessageType::try_from(sys.message_type) {
+        Ok(v2::MessageType::Normal) => Ok(TopicMessageType::Normal),
+        Ok(v2::MessageType::Fifo) => Ok(TopicMessageType::Fifo),
+        Ok(v2::MessageType::Delay) => Ok(TopicMessageType::Delay),
+        Ok(v2::MessageType::Transaction) => Ok(TopicMessageType::Transaction),
+        Ok(v2::MessageType::Unspecified) => Ok(if has_group {
+            TopicMessageType::Fifo
+        } else if sys.delivery_timestamp.is_some() {
+            TopicMessageType::Delay
+        } else {
+            TopicMessageType::Normal
+        }),
+        Ok(v2::MessageType::Lite) => Err(ApiError::Unsupported("lite topics are not supported")),
+        Ok(v2::MessageType::Priority) => {
+            Err(ApiError::Unsupported("priority messages are not supported"))
+        }
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "unknown message type {}",
+            sys.message_type
+        ))),
+    }
+}
+
+/// Checks one message and appends it; returns its id and the pending durability.
+fn append(
+    b: &Broker,
+    msg: v2::Message,
+    peer: Option<SocketAddr>,
+) -> Result<(String, PendingAppend), ApiError> {
+    let topic_name = validate::topic(msg.topic.as_ref())?;
+    let sys = msg.system_properties.unwrap_or_default();
+    let kind = message_kind(&sys)?;
+    match kind {
+        TopicMessageType::Delay => {
+            return Err(ApiError::Unsupported(
+                "delayed messages are not supported yet",
+            ))
+        }
+        TopicMessageType::Transaction => {
+            return Err(ApiError::Unsupported(
+                "transactional messages are not supported yet",
+            ))
+        }
+        TopicMessageType::Normal | TopicMessageType::Fifo => {}
+    }
+    if sys.message_id.trim().is_empty() {
+        return Err(ApiError::IllegalMessageId);
+    }
+    let body: Vec<u8> = msg.body.into();
+    if body.is_empty() {
+        return Err(ApiError::BodyEmpty);
+    }
+    if body.len() > b.config.max_body_size {
+        return Err(ApiError::BodyTooLarge {
+            size: body.len(),
+            max: b.config.max_body_size,
+        });
+    }
+    let tag = sys.tag.clone().unwrap_or_default();
+    validate::tag(&tag)?;
+    let mut property_bytes = validate::user_properties(&msg.user_properties)?;
+    property_bytes = property_bytes.saturating_add(tag.len());
+    for k in &sys.keys {
+        validate::key(k)?;
+        property_bytes = property_bytes.saturating_add(k.len());
+    }
+    if property_bytes > MAX_USER_PROPERTY_BYTES {
+        return Err(ApiError::PropertiesTooLarge(format!(
+            "user properties, tag and keys take {property_bytes} bytes; the limit is {MAX_USER_PROPERTY_BYTES}"
+        )));
+    }
+    let group = sys.message_group.clone().filter(|g| !g.is_empty());
+    match (kind, &group) {
+        (TopicMessageType::Fifo, None) => {
+            return Err(ApiError::PropertyConflictWithType(
+                "a FIFO message needs a message group".into(),
+            ))
+        }
+        (TopicMessageType::Normal, Some(_)) => {
+            return Err(ApiError::PropertyConflictWithType(
+                "a NORMAL message cannot have a message group; send it as FIFO".into(),
+            ))
+        }
+        (_, Some(g)) => validate::message_group(g)?,
+        _ => {}
+    }
+    let topic = b.topics.get_or_create(&topic_name, &[kind])?;
+    if !topic.permission.writable() {
+        return Err(ApiError::Forbidden(format!(
+            "topic {topic_name:?} is not writable"
+        )));
+    }
+    if !topic.accepts(kind) {
+        let accepted: Vec<&str> = topic.message_types.iter().map(|t| t.as_str()).collect();
+        return Err(ApiError::PropertyConflictWithType(format!(
+            "topic {topic_name:?} accepts {} messages, not {}",
+            accepted.join("/"),
+            kind.as_str()
+        )));
+    }
+    let queue_id = pick_queue(b, &topic, sys.queue_id, group.as_deref());
+
+    let mut properties: Vec<(String, String)> = msg.user_properties.into_iter().collect();
+    // A stable order keeps the stored record independent of hash-map iteration.
+    properties.sort();
+    if let Some(g) = &group {
+        properties.push((MESSAGE_GROUP_PROPERTY.to_owned(), g.clone()));
+    }
+    if let Some(tc) = sys.trace_context.as_ref().filter(|t| !t.is_empty()) {
+        properties.push((TRACE_CONTEXT_PROPERTY.to_owned(), tc.clone()));
+    }
+    let born_host = if sys.born_host.trim().is_empty() {
+        peer.map(|p| p.ip().to_string()).unwrap_or_default()
+    } else {
+        sys.born_host.clone()
+    };
+    let born_timestamp_ms = sys
+        .born_timestamp
+        .as_ref()
+        .and_then(timestamp_ms)
+        .unwrap_or_else(now_ms);
+    let gzip = sys.body_encoding == v2::Encoding::Gzip as i32;
+    let append = AppendMessage {
+        topic: topic_name,
+        queue_id,
+        flags: encode_flags(kind, gzip),
+        tag: Some(tag).filter(|t| !t.is_empty()),
+        keys: sys.keys.into_iter().filter(|k| !k.is_empty()).collect(),
+        message_id: sys.message_id.clone(),
+        born_timestamp_ms,
+        born_host,
+        store_host: b.endpoint.address(),
+        reconsume_times: 0,
+        prepared_transaction_offset: 0,
+        properties,
+        body,
+    };
+    let pending = b.store.append(append)?;
+    Ok((sys.message_id, pending))
+}
+
+/// The queue for a message: the one the client chose if it is valid here and explicit
+/// (proto3 cannot tell an explicit 0 from unset, and the Python client never sets it, so 0
+/// counts as unset); else a FIFO message group always maps to the same queue (stable hash),
+/// and other messages go round robin.
+fn pick_queue(b: &Broker, topic: &TopicConfig, requested: i32, group: Option<&str>) -> u32 {
+    // Clients always set the queue they chose (proto3 cannot say "unset"), and FIFO
+    // producers choose by their own hash of the message group: honour any valid id, 0 included.
+    if let Ok(q) = u32::try_from(requested) {
+        if q < topic.queue_count {
+            return q;
+        }
+    }
+    match group {
+        Some(g) => crc32c::crc32c(g.as_bytes()) % topic.queue_count.max(1),
+        None => b.next_queue(topic.queue_count),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
