@@ -1,0 +1,295 @@
+//! Connection settings shared by every client type.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::endpoints::Endpoints;
+use crate::error::Error;
+
+/// Default time limit of one request (long polls add their wait to it).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where and how to reach a rocketlog broker or an Apache RocketMQ 5 proxy.
+///
+/// Built with [`ClientConfig::builder`]; cheap to clone and shared by the clients made from it.
+///
+/// ```
+/// use std::time::Duration;
+/// use rocketlog_client::{ClientConfig, Credentials};
+///
+/// let config = ClientConfig::builder()
+///     .access_point("127.0.0.1:8081;127.0.0.1:8082")
+///     .namespace("staging")
+///     .credentials(Credentials::new("my-access-key", "my-secret-key"))
+///     .request_timeout(Duration::from_secs(5))
+///     .build()?;
+/// assert_eq!(config.namespace(), "staging");
+/// # Ok::<(), rocketlog_client::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub(crate) access_point: Endpoints,
+    pub(crate) namespace: String,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A builder with no access point yet and the defaults: no namespace, no credentials,
+    /// plaintext HTTP/2, a [`DEFAULT_REQUEST_TIMEOUT`] request timeout.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder::default()
+    }
+
+    /// A configuration with the defaults and this access point (see
+    /// [`ClientConfigBuilder::access_point`]).
+    pub fn new(access_point: &str) -> Result<ClientConfig, Error> {
+        ClientConfig::builder().access_point(access_point).build()
+    }
+
+    /// The access point, as `host:port[;host:port...]`.
+    pub fn access_point(&self) -> String {
+        self.access_point.to_string()
+    }
+
+    /// The namespace, empty when none was set.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The time limit of one request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Whether connections use TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// Builds a [`ClientConfig`]; see there for an example.
+#[derive(Default, Debug)]
+pub struct ClientConfigBuilder {
+    access_point: Option<String>,
+    namespace: String,
+    credentials: Option<Credentials>,
+    tls: Option<TlsConfig>,
+    request_timeout: Option<Duration>,
+}
+
+impl ClientConfigBuilder {
+    /// Where the client first connects: `host:port`, or several IP addresses separated by
+    /// `;` or `,`, or one DNS name (which may resolve to several brokers). IPv6 addresses go in
+    /// brackets: `[::1]:8081`. Routes then name the brokers that serve each topic.
+    pub fn access_point(mut self, access_point: impl Into<String>) -> Self {
+        self.access_point = Some(access_point.into());
+        self
+    }
+
+    /// Namespace of every topic and group this client names (sent as `x-mq-namespace` and in
+    /// each resource). Empty means none.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Signs every request with these credentials (`MQv2-HMAC-SHA1`).
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Connects over TLS instead of plaintext HTTP/2.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Time limit of one request; long polls wait this much beyond their polling time.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Checks the settings and builds the configuration.
+    pub fn build(self) -> Result<ClientConfig, Error> {
+        let spec = self
+            .access_point
+            .ok_or_else(|| Error::Config("no access point set".into()))?;
+        let access_point = Endpoints::parse(&spec)?;
+        let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if request_timeout.is_zero() {
+            return Err(Error::Config("the request timeout must be positive".into()));
+        }
+        if !self.namespace.is_ascii() || self.namespace.chars().any(|c| c.is_ascii_control()) {
+            return Err(Error::Config(format!(
+                "namespace {:?} must be printable ASCII (it travels in a header)",
+                self.namespace
+            )));
+        }
+        if let Some(c) = &self.credentials {
+            c.validate()?;
+        }
+        Ok(ClientConfig {
+            access_point,
+            namespace: self.namespace,
+            credentials: self.credentials,
+            tls: self.tls,
+            request_timeout,
+        })
+    }
+}
+
+/// An access key and secret key, and optionally a session token, for request signing.
+///
+/// The secret never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub(crate) access_key: String,
+    pub(crate) secret_key: String,
+    pub(crate) session_token: Option<String>,
+}
+
+impl Credentials {
+    /// Long-lived credentials.
+    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        Credentials {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            session_token: None,
+        }
+    }
+
+    /// Adds a security token of temporary credentials (sent as `x-mq-session-token`).
+    pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
+        self.session_token = Some(token.into());
+        self
+    }
+
+    /// The access key.
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let header_safe = |s: &str| s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if self.access_key.trim().is_empty() || self.secret_key.is_empty() {
+            return Err(Error::Config(
+                "credentials need a non-empty access key and secret key".into(),
+            ));
+        }
+        if !header_safe(&self.access_key)
+            || self
+                .session_token
+                .as_deref()
+                .is_some_and(|t| !header_safe(t))
+        {
+            return Err(Error::Config(
+                "the access key and session token must be printable ASCII".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// TLS settings (rustls). Servers are verified against the Mozilla root certificates (webpki
+/// roots) unless a CA certificate is given.
+///
+/// ```
+/// use rocketlog_client::TlsConfig;
+///
+/// let tls = TlsConfig::new().domain_name("mq.example.com");
+/// # let _ = tls;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TlsConfig {
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) domain_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// Verify servers against the webpki root certificates.
+    pub fn new() -> Self {
+        TlsConfig::default()
+    }
+
+    /// Trust this CA certificate (PEM) instead of the webpki roots, e.g. a private CA or a
+    /// broker's self-signed certificate.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Expect this name in the server certificate instead of the dialled host.
+    pub fn domain_name(mut self, name: impl Into<String>) -> Self {
+        self.domain_name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn to_tonic(&self) -> tonic::transport::ClientTlsConfig {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match &self.ca_pem {
+            Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => tls.with_webpki_roots(),
+        };
+        if let Some(name) = &self.domain_name {
+            tls = tls.domain_name(name.clone());
+        }
+        tls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = ClientConfig::new("127.0.0.1:8081").unwrap();
+        assert_eq!(c.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(c.namespace(), "");
+        assert!(!c.tls_enabled());
+        assert_eq!(c.access_point(), "127.0.0.1:8081");
+
+        assert!(ClientConfig::builder().build().is_err());
+        assert!(ClientConfig::builder()
+            .access_point("h:1")
+            .request_timeout(Duration::ZERO)
+            .build()
+            .is_err());
+        assert!(ClientConfig::builder()
+            .access_point("h:1")
+            .credentials(Credentials::new("", "sk"))
+            .build()
+            .is_err());
+        assert!(ClientConfig::builder()
+            .access_point("h:1")
+            .namespace("bad\nns")
+            .build()
+            .is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = Credentials::new("ak", "very-secret").with_session_token("tok-secret");
+        let text = format!("{c:?}");
+        assert!(text.contains("ak"));
+        assert!(!text.contains("very-secret"));
+        assert!(!text.contains("tok-secret"));
+    }
+}

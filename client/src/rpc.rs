@@ -1,0 +1,139 @@
+//! Channels and calls: one HTTP/2 channel per endpoint, shared by every call to it, and a
+//! signed, time-limited, traced request around each RPC.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use rocketlog_proto::v2::messaging_service_client::MessagingServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
+
+use crate::config::ClientConfig;
+use crate::endpoints::Endpoints;
+use crate::error::Error;
+use crate::signing::Signer;
+
+pub(crate) type Stub = MessagingServiceClient<Channel>;
+
+/// Time to set up a TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 keepalive keeps idle channels to brokers alive through middleboxes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Largest message accepted from a server (batches of large messages; the proxy allows 130 MiB).
+const MAX_DECODING: usize = 256 * 1024 * 1024;
+
+/// The channels of one client. Channels are made lazily and live as long as the client.
+#[derive(Debug)]
+pub(crate) struct Rpc {
+    config: ClientConfig,
+    signer: Signer,
+    stubs: DashMap<Endpoints, Stub>,
+}
+
+impl Rpc {
+    pub(crate) fn new(config: ClientConfig, client_id: &str) -> Rpc {
+        let signer = Signer::new(client_id, &config.namespace, config.credentials.as_ref());
+        Rpc {
+            config,
+            signer,
+            stubs: DashMap::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The stub for `endpoints`, making its channel on first use. Cloning a stub is cheap and
+    /// all clones share one connection.
+    pub(crate) fn stub(&self, endpoints: &Endpoints) -> Result<Stub, Error> {
+        if let Some(stub) = self.stubs.get(endpoints) {
+            return Ok(stub.clone());
+        }
+        let channel = self.channel(endpoints)?;
+        let stub = MessagingServiceClient::new(channel).max_decoding_message_size(MAX_DECODING);
+        Ok(self.stubs.entry(endpoints.clone()).or_insert(stub).clone())
+    }
+
+    fn channel(&self, endpoints: &Endpoints) -> Result<Channel, Error> {
+        let connect_error = |source| Error::Connect {
+            source,
+            endpoint: endpoints.to_string(),
+        };
+        let mut list = Vec::with_capacity(endpoints.addresses.len());
+        for uri in endpoints.uris(self.config.tls.is_some()) {
+            let mut e = Endpoint::from_shared(uri)
+                .map_err(connect_error)?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true);
+            if let Some(tls) = &self.config.tls {
+                e = e.tls_config(tls.to_tonic()).map_err(connect_error)?;
+            }
+            list.push(e);
+        }
+        match list.len() {
+            1 => Ok(list.remove(0).connect_lazy()),
+            _ => Ok(Channel::balance_list(list.into_iter())),
+        }
+    }
+
+    /// A request carrying the signed headers, with the server told the deadline.
+    pub(crate) fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        *request.metadata_mut() = self.signer.headers(SystemTime::now());
+        if let Some(t) = timeout {
+            request.set_timeout(t);
+        }
+        request
+    }
+
+    /// Runs one unary RPC: signs it, bounds it by `timeout`, and traces it as `rpc` with the
+    /// method and endpoint. gRPC failures become [`Error::Rpc`]; the in-band status is the
+    /// caller's to check.
+    pub(crate) async fn unary<Req, Resp, F, Fut>(
+        &self,
+        endpoints: &Endpoints,
+        method: &'static str,
+        message: Req,
+        timeout: Duration,
+        call: F,
+    ) -> Result<Resp, Error>
+    where
+        F: FnOnce(Stub, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let stub = self.stub(endpoints)?;
+        let request = self.request(message, Some(timeout));
+        let span = tracing::debug_span!("rpc", method, endpoint = %endpoints);
+        async move {
+            match tokio::time::timeout(timeout, call(stub, request)).await {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), "rpc failed");
+                    Err(rpc_error(status, endpoints))
+                }
+                Err(_) => {
+                    tracing::debug!(?timeout, "rpc timed out");
+                    Err(Error::Timeout {
+                        operation: method,
+                        timeout,
+                        endpoint: endpoints.to_string(),
+                    })
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A gRPC-level failure (below the RocketMQ status) as an error.
+pub(crate) fn rpc_error(status: tonic::Status, endpoints: &Endpoints) -> Error {
+    Error::Rpc {
+        status,
+        endpoint: endpoints.to_string(),
+    }
+}

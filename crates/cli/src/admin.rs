@@ -1,0 +1,387 @@
+//! `rocketlog admin`: talks to a broker's `rocketlog.admin.v1.Admin` service (on the client
+//! port) and prints plain, aligned text. Errors are the broker's status message.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use rocketlog_proto::admin::v1 as pb;
+use rocketlog_proto::admin::v1::admin_client::AdminClient;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Broker client address (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:8081", env = "ROCKETLOG_BROKER")]
+    broker: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Topics: create, update, delete, list.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Consumer groups: describe (lag per queue), reset offsets to a time.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Look up messages by message id or by business key.
+    #[command(subcommand)]
+    Message(MessageCommand),
+    /// Broker offsets, uptime and counts.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic, or update an existing one.
+    Create(TopicSpec),
+    /// Same as create: replaces the topic's settings.
+    Update(TopicSpec),
+    /// Delete a topic.
+    Delete { name: String },
+    /// List topics.
+    List,
+}
+
+#[derive(Debug, Args)]
+struct TopicSpec {
+    name: String,
+    /// Queue count (default: the broker's default).
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Accepted message types (repeat or comma separate).
+    #[arg(
+        long = "type",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "normal"
+    )]
+    types: Vec<MessageKind>,
+    /// Permission.
+    #[arg(long, value_enum, default_value = "read-write")]
+    perm: Perm,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MessageKind {
+    Normal,
+    Fifo,
+    Delay,
+    Transaction,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Perm {
+    ReadWrite,
+    Read,
+    Write,
+    None,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Offsets, lag and in-flight count per queue.
+    Describe { group: String },
+    /// Move a group's committed offsets on a topic to the first message stored at or after a time.
+    ResetOffset {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Milliseconds since the Unix epoch.
+        #[arg(long, conflicts_with = "ago")]
+        timestamp_ms: Option<i64>,
+        /// How far back from now, e.g. `90s`, `15m`, `2h`, `1d`.
+        #[arg(long)]
+        ago: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessageCommand {
+    /// By message id.
+    Id {
+        message_id: String,
+        /// Print bodies (up to 64 KiB each) as text.
+        #[arg(long)]
+        body: bool,
+    },
+    /// By business key within a topic.
+    Key {
+        topic: String,
+        key: String,
+        #[arg(long, default_value_t = 32)]
+        max: u32,
+        #[arg(long)]
+        body: bool,
+    },
+}
+
+async fn connect(addr: &str) -> anyhow::Result<AdminClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("invalid broker address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach broker {addr}"))?;
+    Ok(AdminClient::new(channel))
+}
+
+/// The broker's own words for a failed call.
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.broker).await?;
+    match args.command {
+        AdminCommand::Topic(cmd) => topic(&mut client, cmd).await,
+        AdminCommand::Group(cmd) => group(&mut client, cmd).await,
+        AdminCommand::Message(cmd) => message(&mut client, cmd).await,
+        AdminCommand::Stats => stats(&mut client).await,
+    }
+}
+
+fn to_wire(spec: TopicSpec) -> pb::TopicConfig {
+    pb::TopicConfig {
+        name: spec.name,
+        queue_nums: spec.queues.unwrap_or(0),
+        perm: match spec.perm {
+            Perm::ReadWrite => pb::Permission::ReadWrite,
+            Perm::Read => pb::Permission::Read,
+            Perm::Write => pb::Permission::Write,
+            Perm::None => pb::Permission::None,
+        } as i32,
+        message_types: spec
+            .types
+            .iter()
+            .map(|t| match t {
+                MessageKind::Normal => pb::MessageType::Normal,
+                MessageKind::Fifo => pb::MessageType::Fifo,
+                MessageKind::Delay => pb::MessageType::Delay,
+                MessageKind::Transaction => pb::MessageType::Transaction,
+            } as i32)
+            .collect(),
+    }
+}
+
+fn describe_topic(t: &pb::TopicConfig) -> String {
+    let perm = pb::Permission::try_from(t.perm)
+        .map(|p| p.as_str_name().to_owned())
+        .unwrap_or_else(|_| t.perm.to_string());
+    let types: Vec<String> = t
+        .message_types
+        .iter()
+        .map(|m| {
+            pb::MessageType::try_from(*m)
+                .map(|m| m.as_str_name().to_owned())
+                .unwrap_or_else(|_| m.to_string())
+        })
+        .collect();
+    format!(
+        "{:<40} queues={:<4} perm={:<10} types={}",
+        t.name,
+        t.queue_nums,
+        perm,
+        types.join(",")
+    )
+}
+
+async fn topic(client: &mut AdminClient<Channel>, cmd: TopicCommand) -> anyhow::Result<()> {
+    match cmd {
+        TopicCommand::Create(spec) | TopicCommand::Update(spec) => {
+            let r = client
+                .create_or_update_topic(pb::CreateOrUpdateTopicRequest {
+                    topic: Some(to_wire(spec)),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let verb = if r.created { "created" } else { "updated" };
+            if let Some(t) = r.topic {
+                println!("{verb}: {}", describe_topic(&t));
+            }
+        }
+        TopicCommand::Delete { name } => {
+            client
+                .delete_topic(pb::DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?;
+            println!("deleted: {name}");
+        }
+        TopicCommand::List => {
+            let r = client
+                .list_topics(pb::ListTopicsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for t in &r.topics {
+                println!("{}", describe_topic(t));
+            }
+            println!("{} topic(s)", r.topics.len());
+        }
+    }
+    Ok(())
+}
+
+/// Parses `90s`, `15m`, `2h`, `1d` (a bare number is seconds).
+fn parse_ago(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration like 90s, 15m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => bail!("unknown duration unit {other:?} (use s, m, h or d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+async fn group(client: &mut AdminClient<Channel>, cmd: GroupCommand) -> anyhow::Result<()> {
+    match cmd {
+        GroupCommand::Describe { group } => {
+            let r = client
+                .describe_consumer_group(pb::DescribeConsumerGroupRequest { group })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "{:<40} {:>5} {:>14} {:>14} {:>10} {:>9}",
+                "TOPIC", "QUEUE", "BROKER-OFFSET", "CONSUMER-OFF", "LAG", "INFLIGHT"
+            );
+            for q in &r.queues {
+                println!(
+                    "{:<40} {:>5} {:>14} {:>14} {:>10} {:>9}",
+                    q.topic, q.queue_id, q.broker_offset, q.consumer_offset, q.lag, q.inflight
+                );
+            }
+            println!("group {}: total lag {}", r.group, r.total_lag);
+        }
+        GroupCommand::ResetOffset {
+            group,
+            topic,
+            timestamp_ms,
+            ago,
+        } => {
+            let timestamp_ms = match (timestamp_ms, ago) {
+                (Some(t), _) => t,
+                (None, Some(a)) => {
+                    let back = parse_ago(&a)?;
+                    let at = SystemTime::now()
+                        .checked_sub(back)
+                        .unwrap_or(UNIX_EPOCH)
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default();
+                    i64::try_from(at.as_millis()).unwrap_or(i64::MAX)
+                }
+                (None, None) => bail!("give --timestamp-ms or --ago"),
+            };
+            let r = client
+                .reset_consumer_offset(pb::ResetConsumerOffsetRequest {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    timestamp_ms,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for o in &r.offsets {
+                println!("{topic} queue {}: offset {}", o.queue_id, o.offset);
+            }
+            println!(
+                "group {group} reset on {} queue(s) to {timestamp_ms} ms",
+                r.offsets.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn message(client: &mut AdminClient<Channel>, cmd: MessageCommand) -> anyhow::Result<()> {
+    let (by, max, with_body) = match cmd {
+        MessageCommand::Id { message_id, body } => (
+            pb::lookup_message_request::By::MessageId(message_id),
+            32,
+            body,
+        ),
+        MessageCommand::Key {
+            topic,
+            key,
+            max,
+            body,
+        } => (
+            pb::lookup_message_request::By::Key(pb::KeyQuery { topic, key }),
+            max,
+            body,
+        ),
+    };
+    let r = client
+        .lookup_message(pb::LookupMessageRequest {
+            by: Some(by),
+            max,
+            with_body,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for m in &r.messages {
+        println!(
+            "{} topic={} queue={} queue_offset={} physical_offset={} tag={:?} keys={:?} stored_ms={} size={} reconsume={}",
+            m.message_id, m.topic, m.queue_id, m.queue_offset, m.physical_offset, m.tag, m.keys,
+            m.store_timestamp_ms, m.body_size, m.reconsume_times
+        );
+        for (k, v) in &m.properties {
+            println!("    {k}={v}");
+        }
+        if with_body {
+            println!("    body: {}", String::from_utf8_lossy(&m.body));
+        }
+    }
+    if r.messages.is_empty() {
+        bail!("no message found");
+    }
+    Ok(())
+}
+
+async fn stats(client: &mut AdminClient<Channel>) -> anyhow::Result<()> {
+    let s = client
+        .broker_stats(pb::BrokerStatsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("cluster          {}", s.cluster_name);
+    println!("broker           {} (id {})", s.broker_name, s.broker_id);
+    println!("uptime           {:.1} s", s.uptime_ms as f64 / 1000.0);
+    println!("flush mode       {}", s.flush_mode);
+    println!(
+        "commit log       {} .. {} (flushed {})",
+        s.min_log_offset, s.max_log_offset, s.flushed_offset
+    );
+    println!("topics / queues  {} / {}", s.topic_count, s.queue_count);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ago;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_ago("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ago("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_ago("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_ago("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_ago("5").unwrap(), Duration::from_secs(5));
+        assert!(parse_ago("x").is_err());
+        assert!(parse_ago("5y").is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! `rocketlog bench`: load over the Rust SDK (the same client users get), with a progress bar
+//! and a summary of msgs/s, MB/s and latency percentiles.
+//!
+//! Every run is bounded: it stops at `--duration` or after `--messages`, whichever comes first.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Args, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+use rocketlog_client::{
+    ClientConfig, FilterExpression, Message, MessageView, Producer, PushConsumer, SimpleConsumer,
+};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Broker access point (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:8081", global = true)]
+    endpoint: String,
+    /// Topic to use (auto-created by a standalone broker).
+    #[arg(long, default_value = "BenchTopic", global = true)]
+    topic: String,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024, global = true)]
+    size: usize,
+    /// Longest run, seconds.
+    #[arg(long, default_value_t = 10, global = true)]
+    duration: u64,
+    /// Hide the progress bar.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Send messages as fast as the broker acknowledges them.
+    Produce(ProduceArgs),
+    /// Consume (optionally after preloading) and measure throughput and end-to-end latency.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Separate Producer instances (each with its own connections and session).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Sends in flight per producer.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Messages per SendMessage request.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Stop after this many messages.
+    #[arg(long)]
+    messages: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConsumerKind {
+    Push,
+    Simple,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// Consumer group.
+    #[arg(long, default_value = "BenchGroup")]
+    group: String,
+    /// Consumer API to drive.
+    #[arg(long, value_enum, default_value = "push")]
+    kind: ConsumerKind,
+    /// Handlers (push) or receive loops (simple) in parallel.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Send this many messages first (64 in flight), then consume them.
+    #[arg(long, default_value_t = 0)]
+    preload: u64,
+    /// Stop after this many messages.
+    #[arg(long)]
+    messages: Option<u64>,
+}
+
+/// Shared counters of one run.
+struct Meter {
+    count: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    latency_us: Mutex<Histogram<u64>>,
+    stop: AtomicBool,
+    limit: u64,
+}
+
+impl Meter {
+    fn new(limit: Option<u64>) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Meter {
+            count: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            latency_us: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+            stop: AtomicBool::new(false),
+            limit: limit.unwrap_or(u64::MAX),
+        }))
+    }
+
+    /// Takes a ticket for one more message; false once the message budget is spent.
+    fn take(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed) && self.count.load(Ordering::Relaxed) < self.limit
+    }
+
+    fn record(&self, n: u64, bytes: u64, latency: Duration) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.latency_us.lock().saturating_record(us);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.count.fetch_add(n, Ordering::Relaxed) + n >= self.limit {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn summary(&self, what: &str, elapsed: Duration) {
+        let n = self.count.load(Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let h = self.latency_us.lock();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{what}: {n} msgs in {secs:.2} s = {:.0} msgs/s, {:.2} MB/s, errors {}",
+            n as f64 / secs,
+            self.bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
+            self.errors.load(Ordering::Relaxed)
+        );
+        println!(
+            "{what} latency ms: p50 {:.3}  p99 {:.3}  p999 {:.3}  max {:.3}",
+            ms(0.50),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+}
+
+fn progress(quiet: bool, what: &'static str, meter: Arc<Meter>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while !meter.stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let n = meter.count.load(Ordering::Relaxed);
+            let rate = n as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{what}: {n} msgs, {rate:.0} msgs/s, errors {}",
+                meter.errors.load(Ordering::Relaxed)
+            ));
+            bar.tick();
+        }
+        bar.finish_and_clear();
+    })
+}
+
+fn body(size: usize) -> Bytes {
+    // A repeating pattern: incompressible enough for a storage benchmark, cheap to make.
+    Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let config = ClientConfig::new(&args.endpoint).context("client configuration")?;
+    let deadline = Duration::from_secs(args.duration);
+    match args.command {
+        BenchCommand::Produce(p) => {
+            let meter = Meter::new(p.messages)?;
+            let bar = progress(args.quiet, "produce", Arc::clone(&meter));
+            let elapsed =
+                produce(&config, &args.topic, body(args.size), &p, deadline, &meter).await?;
+            meter.stop.store(true, Ordering::Relaxed);
+            let _ = bar.await;
+            println!(
+                "produce: {} producer(s) x {} in flight, batch {}, {} B bodies",
+                p.producers, p.concurrency, p.batch, args.size
+            );
+            meter.summary("produce", elapsed);
+        }
+        BenchCommand::Consume(c) => {
+            if c.preload > 0 {
+                let pre = Meter::new(Some(c.preload))?;
+                let spec = ProduceArgs {
+                    producers: 1,
+                    concurrency: 64,
+                    batch: 1,
+                    messages: Some(c.preload),
+                };
+                let t = produce(
+                    &config,
+                    &args.topic,
+                    body(args.size),
+                    &spec,
+                    Duration::from_secs(600),
+                    &pre,
+                )
+                .await?;
+                pre.summary("preload", t);
+            }
+            let meter = Meter::new(c.messages.or((c.preload > 0).then_some(c.preload)))?;
+            let bar = progress(args.quiet, "consume", Arc::clone(&meter));
+            let elapsed = consume(&config, &args.topic, &c, deadline, &meter).await?;
+            meter.stop.store(true, Ordering::Relaxed);
+            let _ = bar.await;
+            println!(
+                "consume: {:?} consumer, concurrency {}",
+                c.kind, c.concurrency
+            );
+            meter.summary(
+                "consume (end-to-end latency = receive time - born time)",
+                elapsed,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn produce(
+    config: &ClientConfig,
+    topic: &str,
+    body: Bytes,
+    p: &ProduceArgs,
+    deadline: Duration,
+    meter: &Arc<Meter>,
+) -> anyhow::Result<Duration> {
+    let mut producers = Vec::with_capacity(p.producers);
+    for _ in 0..p.producers.max(1) {
+        producers.push(
+            Producer::builder(config.clone())
+                .topics([topic])
+                .build()
+                .await
+                .context("starting a producer")?,
+        );
+    }
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for producer in &producers {
+        for _ in 0..p.concurrency.max(1) {
+            let (producer, meter, body, topic) = (
+                producer.clone(),
+                Arc::clone(meter),
+                body.clone(),
+                topic.to_owned(),
+            );
+            let batch = p.batch.max(1);
+            tasks.spawn(async move {
+                while meter.take() && start.elapsed() < deadline {
+                    let mut msgs = Vec::with_capacity(batch);
+                    for _ in 0..batch {
+                        match Message::builder(topic.as_str()).body(body.clone()).build() {
+                            Ok(m) => msgs.push(m),
+                            Err(e) => {
+                                tracing::error!("building a message: {e}");
+                                meter.stop.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                    let t = Instant::now();
+                    let result = if batch == 1 {
+                        match msgs.pop() {
+                            Some(m) => producer.send(m).await.map(|_| ()),
+                            None => Ok(()),
+                        }
+                    } else {
+                        producer.send_batch(msgs).await.map(|_| ())
+                    };
+                    match result {
+                        Ok(()) => {
+                            meter.record(batch as u64, (batch * body.len()) as u64, t.elapsed())
+                        }
+                        Err(e) => {
+                            if meter.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                                tracing::warn!("send failed: {e}");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = start.elapsed();
+    for producer in producers {
+        producer.shutdown().await;
+    }
+    Ok(elapsed)
+}
+
+fn record_delivery(meter: &Meter, m: &MessageView) {
+    let latency = m
+        .born_time()
+        .and_then(|b| SystemTime::now().duration_since(b).ok())
+        .unwrap_or_default();
+    meter.record(1, m.body().len() as u64, latency);
+}
+
+async fn consume(
+    config: &ClientConfig,
+    topic: &str,
+    c: &ConsumeArgs,
+    deadline: Duration,
+    meter: &Arc<Meter>,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    match c.kind {
+        ConsumerKind::Push => {
+            let handler_meter = Arc::clone(meter);
+            let consumer = PushConsumer::builder(config.clone(), c.group.as_str())
+                .subscribe(topic, FilterExpression::all())
+                .concurrency(c.concurrency.max(1))
+                .handler(move |m: MessageView| {
+                    record_delivery(&handler_meter, &m);
+                    async { Ok::<(), std::io::Error>(()) }
+                })
+                .build()
+                .await
+                .context("starting the push consumer")?;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            while !meter.stop.load(Ordering::Relaxed) && start.elapsed() < deadline {
+                tick.tick().await;
+            }
+            let elapsed = start.elapsed();
+            consumer.shutdown().await;
+            Ok(elapsed)
+        }
+        ConsumerKind::Simple => {
+            let consumer = SimpleConsumer::builder(config.clone(), c.group.as_str())
+                .subscribe(topic, FilterExpression::all())
+                .await_duration(Duration::from_secs(5))
+                .build()
+                .await
+                .context("starting the simple consumer")?;
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..c.concurrency.max(1) {
+                let (consumer, meter) = (consumer.clone(), Arc::clone(meter));
+                tasks.spawn(async move {
+                    while meter.take() && start.elapsed() < deadline {
+                        match consumer.receive(32, Duration::from_secs(30)).await {
+                            Ok(batch) => {
+                                for m in &batch {
+                                    record_delivery(&meter, m);
+                                    if consumer.ack(m).await.is_err() {
+                                        meter.errors.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                if meter.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                                    tracing::warn!("receive failed: {e}");
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            let elapsed = start.elapsed();
+            consumer.shutdown().await;
+            Ok(elapsed)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The real `rocketlog` binary: starts on port 0, announces itself, answers admin commands,
+//! and on SIGTERM flushes and exits 0 with its data intact for the next start.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rocketlog");
+
+struct Running {
+    child: Child,
+    client: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_standalone(data: &Path) -> Running {
+    let mut child = Command::new(BIN)
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--nameserver-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn rocketlog");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no readiness line within 30 s");
+    assert!(
+        line.starts_with("rocketlog ready "),
+        "unexpected first line {line:?}"
+    );
+    let client = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("client="))
+        .expect("client= field")
+        .to_owned();
+    assert!(line.contains("nameserver=127.0.0.1:"), "{line}");
+    Running { child, client }
+}
+
+fn admin(client: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["admin", "--broker", client])
+        .args(args)
+        .output()
+        .expect("run admin")
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "admin failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn standalone_serves_admin_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = start_standalone(dir.path());
+
+    let created = stdout_of(&admin(
+        &server.client,
+        &[
+            "topic",
+            "create",
+            "Orders",
+            "--queues",
+            "4",
+            "--type",
+            "normal,fifo",
+        ],
+    ));
+    assert!(created.contains("created: Orders"), "{created}");
+    let listed = stdout_of(&admin(&server.client, &["topic", "list"]));
+    assert!(
+        listed.contains("Orders") && listed.contains("queues=4"),
+        "{listed}"
+    );
+
+    // Bad input gets a clear error and a non-zero exit, not a crash.
+    let bad = admin(&server.client, &["topic", "create", "bad/name"]);
+    assert!(!bad.status.success());
+    assert!(!String::from_utf8_lossy(&bad.stderr).is_empty());
+    let missing = admin(
+        &server.client,
+        &["message", "id", "0123456789ABCDEF0123456789ABCDEF01"],
+    );
+    assert!(!missing.status.success());
+
+    let status = sigterm(&mut server.child);
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+
+    // The topic table survived the clean stop.
+    let server = start_standalone(dir.path());
+    let listed = stdout_of(&admin(&server.client, &["topic", "list"]));
+    assert!(listed.contains("Orders"), "{listed}");
+}
+
+#[test]
+fn invalid_configuration_is_reported() {
+    let out = Command::new(BIN)
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--nameserver-listen",
+            "127.0.0.1:0",
+        ])
+        .env("ROCKETLOG_BROKER__FLUSH_MODE", "sometimes")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("configuration"), "{err}");
+}
