@@ -4,7 +4,8 @@
 //! - (b) Async appends of 1 KiB records from one thread: a 256 MiB burst (records/s) and a big
 //!   run (default 2 GiB) timed up to the final flush, compared with (a);
 //! - (c) Sync appends from 1, 8 and 64 threads for a bounded time, with p50/p99 latency, next
-//!   to the latency of one bare fdatasync;
+//!   to the latency of one bare fdatasync; then 1 and 64 appenders as tokio tasks on a 2-worker
+//!   runtime (how the broker drives the store);
 //! - (d) sequential read of one queue through its consume queue.
 //!
 //! Environment: `ROCKETLOG_BENCH_DIR` (parent of the temp data dir; default the target's tmp
@@ -242,6 +243,65 @@ fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) 
     rate(n, d)
 }
 
+/// (c) as the broker drives the store: `tasks` tokio tasks on a 2-worker runtime, each
+/// appending and awaiting durability, so a group commit wakes tasks, not OS threads.
+fn sync_tasks_run(dir: &Path, tasks: usize, secs: u64, fsync: (Duration, Duration)) -> f64 {
+    let data = dir.join(format!("tasks{tasks}"));
+    let store = Store::open(config(&data, FlushMode::Sync)).unwrap();
+    let body = Arc::new(body_for_record());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (store, body, stop) = (store.clone(), body.clone(), stop.clone());
+            rt.spawn(async move {
+                let mut lat = Vec::new();
+                let mut seq = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let pending = store.append(message(seq, &body)).unwrap();
+                    pending.durable().await.unwrap();
+                    lat.push(t0.elapsed());
+                    seq += tasks as u64;
+                }
+                lat
+            })
+        })
+        .collect();
+    // A bounded run: the appenders stop at the deadline.
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<Duration> = rt.block_on(async {
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        all
+    });
+    let d = start.elapsed();
+    drop(rt);
+    store.shutdown().unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    lat.sort();
+    let n = lat.len() as u64;
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "(c) sync {tasks:>2} tokio tasks {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99)",
+        d.as_secs_f64(),
+        rate(n, d),
+        (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        p99.as_secs_f64() / fsync.0.as_secs_f64(),
+        p99.as_secs_f64() / fsync.1.as_secs_f64()
+    );
+    rate(n, d)
+}
+
 fn read_run(data: &Path) {
     let store = Store::open(config(data, FlushMode::default())).unwrap();
     let (min, max) = store.queue_range("BenchTopic", 0);
@@ -302,7 +362,14 @@ fn main() {
         let one = sync_run(dir.path(), 1, secs, fsync);
         sync_run(dir.path(), 8, secs, fsync);
         let many = sync_run(dir.path(), 64, secs, fsync);
-        println!("(c) 64 appenders / 1 appender = {:.1}x", many / one);
+        println!("(c) 64 appender threads / 1 appender = {:.1}x", many / one);
+        let one_task = sync_tasks_run(dir.path(), 1, secs, fsync);
+        let tasks = sync_tasks_run(dir.path(), 64, secs, fsync);
+        println!(
+            "(c) 64 tokio tasks / 1 appender thread = {:.1}x (/ 1 task = {:.1}x)",
+            tasks / one,
+            tasks / one_task
+        );
     }
     if let (true, Some(d)) = (run("d"), burst_dir) {
         read_run(&d);

@@ -268,7 +268,7 @@ impl Allocator {
         self.faults
             .check(IoPoint::PreallocateSegment { base })
             .map_err(fail)?;
-        let (file, writer) = MappedFile::create(&path, self.segment_size).map_err(fail)?;
+        let (file, writer) = MappedFile::create(&path, self.segment_size, true).map_err(fail)?;
         Ok(NewSegment {
             segment: Arc::new(Segment { base, file }),
             writer,

@@ -59,6 +59,9 @@ struct LogWriter {
     /// Pre-faulting has been requested up to this physical offset.
     prefault_requested: u64,
     closed: bool,
+    /// Sync mode: records are encoded here and written with `pwrite` (see
+    /// [`crate::mmap::FileWriter::write_through`]); `None`: encoded straight into the map.
+    scratch: Option<Vec<u8>>,
 }
 
 /// What recovery hands the commit log.
@@ -83,8 +86,10 @@ pub(crate) struct CommitLog {
 }
 
 impl CommitLog {
+    /// `write_through`: write records with `pwrite` rather than into the map (Sync mode).
     pub(crate) fn new(
         segment_size: u64,
+        write_through: bool,
         allocator: Arc<Allocator>,
         rec: RecoveredLog,
         queue_offsets: QueueOffsets,
@@ -111,6 +116,7 @@ impl CommitLog {
                 last_store_ts: rec.last_store_ts,
                 prefault_requested,
                 closed: false,
+                scratch: write_through.then(Vec::new),
             }),
             allocator,
             gate: WriteGate::default(),
@@ -170,6 +176,7 @@ impl CommitLog {
             queue_offsets,
             last_store_ts,
             prefault_requested,
+            scratch,
             ..
         } = w;
         let Some(active) = active.as_mut() else {
@@ -187,11 +194,18 @@ impl CommitLog {
         let queue_offset = *slot;
         let ts = now_ms.max(*last_store_ts);
         let local = (pos - active.segment.base) as usize;
-        let dst = active
-            .writer
-            .region_mut(local, rec.len())
-            .map_err(|e| StoreError::io(active.segment.file.path(), e))?;
-        rec.write(dst, queue_offset, pos, ts);
+        let written = match scratch {
+            Some(buf) => {
+                buf.resize(rec.len(), 0);
+                rec.write(buf, queue_offset, pos, ts);
+                active.writer.write_through(local, buf)
+            }
+            None => active
+                .writer
+                .region_mut(local, rec.len())
+                .map(|dst| rec.write(dst, queue_offset, pos, ts)),
+        };
+        written.map_err(|e| StoreError::io(active.segment.file.path(), e))?;
         active.writer.publish(local + rec.len());
         let end = pos + rec.len() as u64;
         let window = self.allocator.prefault_window();

@@ -217,8 +217,8 @@ impl ConsumeQueue {
         let path = self.dir.join(file_name(no * self.per_file));
         let new_dir = !self.dir.exists();
         std::fs::create_dir_all(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
-        let (file, writer) =
-            MappedFile::create(&path, self.file_len()).map_err(|e| StoreError::io(&path, e))?;
+        let (file, writer) = MappedFile::create(&path, self.file_len(), false)
+            .map_err(|e| StoreError::io(&path, e))?;
         sync_dir(&self.dir)?;
         if new_dir {
             // queue dir and topic dir are new too: make their entries durable.
@@ -335,7 +335,7 @@ impl ConsumeQueue {
                     "consume-queue files are not contiguous",
                 ));
             }
-            mapped.push(MappedFile::open(path, len).map_err(|e| StoreError::io(path, e))?);
+            mapped.push(MappedFile::open(path, len, false).map_err(|e| StoreError::io(path, e))?);
         }
         let first_no = first_name / per_file;
         let q = ConsumeQueue::create(dir, per_file, first_no * per_file);

@@ -12,7 +12,7 @@ use crate::flush::Flusher;
 use crate::index::Index;
 use crate::queue_registry::QueueRegistry;
 use crate::retention;
-use crate::wake::Wake;
+use crate::wake::{Wake, SPIN};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -145,9 +145,15 @@ impl Core {
             if stop == DRAIN {
                 return;
             }
-            self.dispatch.wake.wait(
+            // Sync mode: new work comes once per fsync, far beyond any useful spin.
+            let spin = match self.config.flush_mode {
+                FlushMode::Sync => Duration::ZERO,
+                FlushMode::Async { .. } => SPIN,
+            };
+            self.dispatch.wake.spin_then_wait(
                 || self.readable_limit() > self.dispatch.position() || self.stop_state() != RUNNING,
                 None,
+                spin,
             );
         }
     }

@@ -383,7 +383,8 @@ impl Index {
         let len = std::fs::metadata(path)
             .map_err(|e| StoreError::io(path, e))?
             .len();
-        let (_, writer) = MappedFile::open(path, len).map_err(|e| StoreError::io(path, e))?;
+        let (_, writer) =
+            MappedFile::open(path, len, false).map_err(|e| StoreError::io(path, e))?;
         let header = writer
             .read(0, HEADER_LEN)
             .ok_or_else(|| StoreError::corrupt(path, 0, "index file shorter than its header"))
@@ -413,8 +414,8 @@ impl Index {
             end_phys: begin,
         };
         let path = self.dir.join(file_name(begin));
-        let (_, mut writer) =
-            MappedFile::create(&path, header.file_len()).map_err(|e| StoreError::io(&path, e))?;
+        let (_, mut writer) = MappedFile::create(&path, header.file_len(), false)
+            .map_err(|e| StoreError::io(&path, e))?;
         writer
             .write(0, &header.encode())
             .map_err(|e| StoreError::io(&path, e))?;

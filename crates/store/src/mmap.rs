@@ -39,6 +39,10 @@ use std::sync::Arc;
 pub(crate) struct MappedFile {
     path: PathBuf,
     map: MmapRaw,
+    /// The descriptor, kept only for files written with [`FileWriter::write_through`] (log
+    /// segments: few and large); other mappings close it so that thousands of consume-queue
+    /// files do not hold thousands of descriptors.
+    file: Option<File>,
     /// Invariant: bytes `[0, published)` are never written again and may be read by anyone.
     published: AtomicUsize,
 }
@@ -52,7 +56,11 @@ pub(crate) struct FileWriter {
 impl MappedFile {
     /// Creates `path` (which must not exist), preallocates `len` bytes on disk (so running out
     /// of space shows up here as ENOSPC, not later as SIGBUS on a page fault) and maps it.
-    pub(crate) fn create(path: &Path, len: u64) -> io::Result<(Arc<MappedFile>, FileWriter)> {
+    pub(crate) fn create(
+        path: &Path,
+        len: u64,
+        keep_fd: bool,
+    ) -> io::Result<(Arc<MappedFile>, FileWriter)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -64,12 +72,16 @@ impl MappedFile {
             let _ignored_cleanup = std::fs::remove_file(path);
             return Err(e);
         }
-        Self::map(path.to_path_buf(), file, len)
+        Self::map(path.to_path_buf(), file, len, keep_fd)
     }
 
     /// Maps an existing file, first growing it to `len` if it is shorter (a torn tail of a
     /// crash-truncated file reads as zeros). A file longer than `len` is an error.
-    pub(crate) fn open(path: &Path, len: u64) -> io::Result<(Arc<MappedFile>, FileWriter)> {
+    pub(crate) fn open(
+        path: &Path,
+        len: u64,
+        keep_fd: bool,
+    ) -> io::Result<(Arc<MappedFile>, FileWriter)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let actual = file.metadata()?.len();
         if actual > len {
@@ -81,18 +93,23 @@ impl MappedFile {
         if actual < len {
             file.set_len(len)?;
         }
-        Self::map(path.to_path_buf(), file, len)
+        Self::map(path.to_path_buf(), file, len, keep_fd)
     }
 
-    fn map(path: PathBuf, file: File, len: u64) -> io::Result<(Arc<MappedFile>, FileWriter)> {
+    fn map(
+        path: PathBuf,
+        file: File,
+        len: u64,
+        keep_fd: bool,
+    ) -> io::Result<(Arc<MappedFile>, FileWriter)> {
         let len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
-        // The mapping keeps its own reference to the file; the descriptor can close.
+        // The mapping keeps its own reference to the file; the descriptor may close.
         let map = MmapOptions::new().len(len).map_raw(&file)?;
-        drop(file);
         let mf = Arc::new(MappedFile {
             path,
             map,
+            file: keep_fd.then_some(file),
             published: AtomicUsize::new(0),
         });
         let writer = FileWriter { file: mf.clone() };
@@ -189,6 +206,20 @@ impl FileWriter {
             );
         }
         Ok(())
+    }
+
+    /// Copies `data` to `pos` with `pwrite` instead of a store into the map. Same rules as
+    /// [`FileWriter::write`] (the page cache behind the map is the same, so readers of the map
+    /// see the bytes once published). Pages written this way are never dirtied through the
+    /// mapping, so flushing them needs no write-protect and TLB shootdown per page: the
+    /// cheaper path when every append is followed by a flush (Sync mode).
+    pub(crate) fn write_through(&mut self, pos: usize, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.check_writable(pos, data.len())?;
+        match &self.file.file {
+            Some(f) => f.write_all_at(data, pos as u64),
+            None => self.write(pos, data),
+        }
     }
 
     /// The unpublished bytes `[pos, pos+n)` to fill in place (the append path encodes records
@@ -301,7 +332,7 @@ mod tests {
     #[test]
     fn reads_stop_at_published_and_writes_start_there() {
         let dir = tempfile::tempdir().unwrap();
-        let (f, mut w) = MappedFile::create(&dir.path().join("a"), 8192).unwrap();
+        let (f, mut w) = MappedFile::create(&dir.path().join("a"), 8192, true).unwrap();
         assert_eq!(f.len(), 8192);
         w.write(0, b"hello").unwrap();
         assert!(f.read(0, 5).is_none(), "unpublished bytes are not readable");
@@ -309,13 +340,21 @@ mod tests {
         assert_eq!(f.read(0, 5).unwrap(), b"hello");
         assert!(w.write(4, b"x").is_err(), "published bytes are immutable");
         assert!(w.write(8190, b"xyz").is_err(), "past the end");
-        w.write(5, b"!").unwrap();
-        assert_eq!(w.read(0, 6).unwrap(), b"hello!");
+        w.write_through(5, b"!").unwrap();
+        assert_eq!(
+            w.read(0, 6).unwrap(),
+            b"hello!",
+            "pwrite shows through the map"
+        );
+        assert!(
+            w.write_through(2, b"x").is_err(),
+            "published bytes are immutable"
+        );
         w.publish(3); // never moves backwards
         assert_eq!(f.published(), 5);
         f.flush_range(0, 6).unwrap();
         drop((f, w));
-        let (f, w) = MappedFile::open(&dir.path().join("a"), 8192).unwrap();
+        let (f, w) = MappedFile::open(&dir.path().join("a"), 8192, false).unwrap();
         assert_eq!(w.read(0, 6).unwrap(), b"hello!");
         assert_eq!(f.published(), 0);
     }
@@ -325,12 +364,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b");
         std::fs::write(&p, b"abc").unwrap();
-        let (f, w) = MappedFile::open(&p, 4096).unwrap();
+        let (f, w) = MappedFile::open(&p, 4096, false).unwrap();
         assert_eq!(w.read(0, 4).unwrap(), b"abc\0");
         drop((f, w));
-        assert!(MappedFile::open(&p, 1024).is_err());
+        assert!(MappedFile::open(&p, 1024, false).is_err());
         assert!(
-            MappedFile::create(&p, 4096).is_err(),
+            MappedFile::create(&p, 4096, false).is_err(),
             "create never reuses a file"
         );
     }

@@ -4,7 +4,7 @@
 use crate::allocator::Allocator;
 use crate::checkpoint;
 use crate::commit_log::{offsets_from, CommitLog, QueueOffsets};
-use crate::config::StoreConfig;
+use crate::config::{FlushMode, StoreConfig};
 use crate::consume_queue::CqEntry;
 use crate::core::{Core, RUNNING};
 use crate::dispatcher::{DispatchState, Dispatcher, Snapshot};
@@ -92,6 +92,7 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
     ));
     let log = CommitLog::new(
         config.segment_size,
+        config.flush_mode == FlushMode::Sync,
         allocator.clone(),
         rec,
         QueueOffsets::new(),

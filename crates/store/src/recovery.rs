@@ -149,7 +149,7 @@ fn open_segments(dir: &Path, segment_size: u64) -> Result<Vec<Opened>, StoreErro
                 ));
             }
         }
-        let (file, writer) = MappedFile::open(&path, segment_size).map_err(|e| {
+        let (file, writer) = MappedFile::open(&path, segment_size, true).map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 StoreError::Config {
                     reason: format!(

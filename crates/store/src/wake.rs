@@ -38,11 +38,21 @@ impl Wake {
     }
 
     /// Sleeps until notified, unless `has_work()` is already true; at most `timeout` if given.
-    /// Without a timeout it first spins for up to [`SPIN`] re-checking `has_work`: under a
-    /// steady stream of appends new work arrives within microseconds, and catching it here
-    /// saves both threads a futex round trip per batch.
     pub(crate) fn wait(&self, has_work: impl Fn() -> bool, timeout: Option<Duration>) {
-        if timeout.is_none() && self.spin(&has_work) {
+        self.spin_then_wait(has_work, timeout, Duration::ZERO);
+    }
+
+    /// [`Wake::wait`] that first spins for up to `spin` re-checking `has_work`. Worth it only
+    /// where new work arrives within microseconds (a steady stream of Async appends), where it
+    /// saves both threads a futex round trip per batch. Where work comes at most once per
+    /// fsync (Sync mode) spinning only takes a core from the threads doing the work.
+    pub(crate) fn spin_then_wait(
+        &self,
+        has_work: impl Fn() -> bool,
+        timeout: Option<Duration>,
+        spin: Duration,
+    ) {
+        if !spin.is_zero() && self.spin(&has_work, spin) {
             return;
         }
         let mut guard = self.lock.lock();
@@ -59,8 +69,8 @@ impl Wake {
         self.sleeping.store(false, Ordering::SeqCst);
     }
 
-    fn spin(&self, has_work: &impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + SPIN;
+    fn spin(&self, has_work: &impl Fn() -> bool, spin: Duration) -> bool {
+        let deadline = Instant::now() + spin;
         loop {
             for _ in 0..64 {
                 if has_work() || self.signaled.load(Ordering::Relaxed) {
@@ -75,7 +85,7 @@ impl Wake {
     }
 }
 
-/// How long a waiter without timeout spins before it parks.
+/// How long the dispatcher spins before it parks when appends stream in (Async mode).
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 #[cfg(test)]
