@@ -102,9 +102,9 @@ impl CommitLog {
         if let Some(a) = &rec.active {
             allocator.set_active(a.segment.clone());
         }
-        // Warm up the window after a restart, before the first append asks for it.
-        let prefault_requested = rec.end + allocator.prefault_window();
-        allocator.prefault_to(rec.end, prefault_requested);
+        // No warm-up at open: an idle store keeps no pre-faulted (resident) window; the first
+        // append asks for one.
+        let prefault_requested = rec.end;
         CommitLog {
             segment_size,
             segments: RwLock::new(rec.segments),

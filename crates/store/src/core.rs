@@ -145,10 +145,12 @@ impl Core {
             if stop == DRAIN {
                 return;
             }
-            // Sync mode: new work comes once per fsync, far beyond any useful spin.
+            // Spin only where it can pay: Async mode (Sync work comes once per fsync, far
+            // beyond any useful spin) on a machine with cores to spare (with two, a spinning
+            // dispatcher takes a core from the appenders and the network).
             let spin = match self.config.flush_mode {
-                FlushMode::Sync => Duration::ZERO,
-                FlushMode::Async { .. } => SPIN,
+                FlushMode::Async { .. } if *SPARE_CORES => SPIN,
+                _ => Duration::ZERO,
             };
             self.dispatch.wake.spin_then_wait(
                 || self.readable_limit() > self.dispatch.position() || self.stop_state() != RUNNING,
@@ -189,3 +191,7 @@ impl Core {
         }
     }
 }
+
+/// More than two cores: a briefly spinning dispatcher does not starve anyone.
+static SPARE_CORES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 2));
