@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::broker::{AdvertisedEndpoint, Broker};
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, FlushMode};
 use crate::consumption::{Consumption, ConsumptionConfig};
 use crate::error::BrokerError;
 use crate::nameserver_client::{self, NameserverClient};
@@ -50,6 +50,8 @@ pub async fn run(
         let (engine_store, dir) = (store.clone(), config.consumption_dir());
         let engine_config = ConsumptionConfig {
             max_invisible: Duration::from_millis(config.receive.max_invisible_duration_ms),
+            // Acks are as durable as the messages: fsynced in Sync mode, written in Async.
+            fsync_journal: config.flush_mode == FlushMode::Sync,
             ..ConsumptionConfig::default()
         };
         match blocking(move || Consumption::open(engine_store, dir, engine_config)).await? {

@@ -106,7 +106,7 @@ impl Consumption {
     ) -> Result<Self, ConsumeError> {
         std::fs::create_dir_all(&state_dir).map_err(|e| ConsumeError::io(&state_dir, e))?;
         let recovered = recover(&state_dir)?;
-        let journal = Journal::create(&state_dir, recovered.next_gen)?;
+        let journal = Journal::create(&state_dir, recovered.next_gen, config.fsync_journal)?;
         let slots = DashMap::new();
         for (key, state) in recovered.topics {
             slots.insert(
@@ -441,6 +441,21 @@ impl Consumption {
     pub fn snapshot(&self) -> Result<(), ConsumeError> {
         self.inner.check_open()?;
         self.inner.snapshot()
+    }
+
+    /// Runs `f`, a call into this engine that may wait for a journal fsync, where it cannot
+    /// stall the async runtime: on the blocking pool when the journal fsyncs, inline when it
+    /// does not (then a call costs a short lock and one `write`, and a thread hop would cost
+    /// more than the call).
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, tokio::task::JoinError> {
+        if self.inner.config.fsync_journal {
+            tokio::task::spawn_blocking(f).await
+        } else {
+            Ok(f())
+        }
     }
 
     /// The state directory.

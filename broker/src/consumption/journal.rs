@@ -270,6 +270,10 @@ pub struct Journal {
     active: Mutex<Active>,
     synced: AtomicU64,
     sync_lock: Mutex<()>,
+    /// `false`: [`Journal::sync`] does not fsync. The records are already written (in the page
+    /// cache), so they survive a crash of the process, only not of the machine: the guarantee
+    /// of the broker's Async flush mode, which this follows.
+    fsync: bool,
 }
 
 fn create(dir: &Path, gen: u64) -> Result<(File, PathBuf), ConsumeError> {
@@ -287,7 +291,7 @@ fn create(dir: &Path, gen: u64) -> Result<(File, PathBuf), ConsumeError> {
 impl Journal {
     /// Starts a new, empty generation `gen` in `dir` (older generations are left for the caller
     /// to delete once a snapshot covers them).
-    pub fn create(dir: &Path, gen: u64) -> Result<Journal, ConsumeError> {
+    pub fn create(dir: &Path, gen: u64, fsync: bool) -> Result<Journal, ConsumeError> {
         let (file, path) = create(dir, gen)?;
         Ok(Journal {
             dir: dir.to_owned(),
@@ -301,6 +305,7 @@ impl Journal {
             }),
             synced: AtomicU64::new(0),
             sync_lock: Mutex::new(()),
+            fsync,
         })
     }
 
@@ -335,6 +340,13 @@ impl Journal {
     pub fn sync(&self, ticket: u64) -> Result<(), ConsumeError> {
         if self.synced.load(Ordering::Acquire) >= ticket {
             return Ok(());
+        }
+        if !self.fsync {
+            // Written by `append` already; a failed write was reported there.
+            return match &self.active.lock().failed {
+                Some(reason) => Err(Self::failed(reason)),
+                None => Ok(()),
+            };
         }
         let _leader = self.sync_lock.lock();
         if self.synced.load(Ordering::Acquire) >= ticket {
@@ -474,7 +486,7 @@ mod tests {
     #[test]
     fn append_sync_rotate() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::create(dir.path(), 1).unwrap();
+        let j = Journal::create(dir.path(), 1, true).unwrap();
         let t1 = j.append(&samples()[..2]).unwrap();
         j.sync(t1).unwrap();
         let gen = j.rotate().unwrap();

@@ -199,7 +199,7 @@ mod tests {
             },
         )
         .unwrap();
-        let j = Journal::create(dir.path(), 1).unwrap();
+        let j = Journal::create(dir.path(), 1, true).unwrap();
         j.append(&records).unwrap();
         j.sync_all().unwrap();
 
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn torn_tail_of_last_generation_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::create(dir.path(), 1).unwrap();
+        let j = Journal::create(dir.path(), 1, true).unwrap();
         j.append(&[deliver(0, 1), finish(0)]).unwrap();
         j.sync_all().unwrap();
         drop(j);

@@ -49,6 +49,11 @@ pub struct ConsumptionConfig {
     /// Snapshot (and start a new journal generation) when the journal grows past this
     /// (default 64 MiB).
     pub snapshot_after_bytes: u64,
+    /// Fsync the state journal before answering an ack, a receive or a change (default true).
+    /// `false` still writes every change before answering, so a killed process loses nothing;
+    /// only a machine crash can lose the last changes (they are then redelivered). The broker
+    /// turns it off in Async flush mode, where the messages themselves have that guarantee.
+    pub fsync_journal: bool,
 }
 
 impl Default for ConsumptionConfig {
@@ -61,6 +66,7 @@ impl Default for ConsumptionConfig {
             max_batch_size: 1024,
             max_held_per_queue: 1024,
             snapshot_after_bytes: 64 << 20,
+            fsync_journal: true,
         }
     }
 }

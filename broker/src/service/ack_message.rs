@@ -1,6 +1,6 @@
 //! AckMessage: finish deliveries. One result entry per request entry (message id and handle
-//! echoed); the top status is their common code, else MULTIPLE_RESULTS. Acks are durable
-//! (fsynced) before the answer.
+//! echoed); the top status is their common code, else MULTIPLE_RESULTS. Acks are as durable
+//! as messages before the answer: fsynced in Sync flush mode, written in Async.
 
 use rocketlog_proto::v2;
 
@@ -46,14 +46,16 @@ async fn ack(
         .map(|e| ClientHandle::resolve(b, &group, &e.receipt_handle))
         .collect();
     let engine = b.consumption.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        // Every renewal entry stays locked while acking (see ClientHandle::current).
-        let current: Vec<_> = handles.iter().map(ClientHandle::current).collect();
-        let refs: Vec<&str> = current.iter().map(|c| c.as_str()).collect();
-        engine.ack_many(&group, &topic, &refs)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("ack task failed: {e}")))?;
+    let results = b
+        .consumption
+        .call(move || {
+            // Every renewal entry stays locked while acking (see ClientHandle::current).
+            let current: Vec<_> = handles.iter().map(ClientHandle::current).collect();
+            let refs: Vec<&str> = current.iter().map(|c| c.as_str()).collect();
+            engine.ack_many(&group, &topic, &refs)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("ack task failed: {e}")))?;
     Ok(req
         .entries
         .into_iter()

@@ -57,11 +57,12 @@ async fn change(b: &Broker, req: v2::ChangeInvisibleDurationRequest) -> Result<S
     }
     let handle = ClientHandle::resolve(b, &group, &req.receipt_handle);
     let engine = b.consumption.clone();
-    tokio::task::spawn_blocking(move || {
-        let current = handle.current();
-        engine.change_invisible_duration(&group, &topic, current.as_str(), invisible)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("change-invisible task failed: {e}")))?
-    .map_err(ApiError::from)
+    b.consumption
+        .call(move || {
+            let current = handle.current();
+            engine.change_invisible_duration(&group, &topic, current.as_str(), invisible)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("change-invisible task failed: {e}")))?
+        .map_err(ApiError::from)
 }
