@@ -5,7 +5,8 @@
 //!   run (default 2 GiB) timed up to the final flush, compared with (a);
 //! - (c) Sync appends from 1, 8 and 64 threads for a bounded time, with p50/p99 latency, next
 //!   to the latency of one bare fdatasync; then 1 and 64 appenders as tokio tasks on a 2-worker
-//!   runtime (how the broker drives the store);
+//!   runtime (how the broker drives the store); measured in the steady state, after the first
+//!   64 MiB segment (see `open_steady_sync`);
 //! - (d) sequential read of one queue through its consume queue.
 //!
 //! Environment: `ROCKETLOG_BENCH_DIR` (parent of the temp data dir; default the target's tmp
@@ -186,15 +187,48 @@ fn bare_fdatasync(dir: &Path) -> (Duration, Duration) {
     (p50, p99)
 }
 
+/// Segment size of the Sync runs: small enough to fill quickly before measuring.
+const SYNC_SEGMENT: u64 = 64 << 20;
+
+/// A Sync-mode store in its steady state: the first segment of an empty log is allocated on
+/// demand (the first append waits for it, so it is never zero-filled); every later one is
+/// prepared ahead and zero-filled. Fill the first segment (64 tasks) before measuring.
+fn open_steady_sync(data: &Path) -> Store {
+    let store = Store::open(StoreConfig {
+        segment_size: SYNC_SEGMENT,
+        ..config(data, FlushMode::Sync)
+    })
+    .unwrap();
+    let body = Arc::new(body_for_record());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let (store, body) = (store.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut seq = t;
+                    while store.log_range().1 .0 < SYNC_SEGMENT + 4096 {
+                        let p = store.append(message(seq, &body)).unwrap();
+                        p.durable().await.unwrap();
+                        seq += 64;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    store
+}
+
 fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) -> f64 {
     let data = dir.join(format!("sync{threads}"));
-    let store = Store::open(config(&data, FlushMode::Sync)).unwrap();
+    let store = open_steady_sync(&data);
     let body = Arc::new(body_for_record());
-    store
-        .append(message(0, &body))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -247,7 +281,7 @@ fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) 
 /// appending and awaiting durability, so a group commit wakes tasks, not OS threads.
 fn sync_tasks_run(dir: &Path, tasks: usize, secs: u64, fsync: (Duration, Duration)) -> f64 {
     let data = dir.join(format!("tasks{tasks}"));
-    let store = Store::open(config(&data, FlushMode::Sync)).unwrap();
+    let store = open_steady_sync(&data);
     let body = Arc::new(body_for_record());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

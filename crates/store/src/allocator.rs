@@ -44,6 +44,9 @@ const PREFAULT_STEP: u64 = 4 << 20;
 #[derive(Debug, Default)]
 struct State {
     want: Option<u64>,
+    /// The wanted segment is needed only later (asked for ahead), so it may take the time to
+    /// be zero-filled.
+    want_ahead: bool,
     busy: Option<u64>,
     ready: Option<Attempt>,
     completed: u64,
@@ -87,6 +90,7 @@ pub(crate) struct Allocator {
     dir: PathBuf,
     segment_size: u64,
     prefault_window: u64,
+    zero_fill: bool,
     faults: FaultInjector,
     state: Mutex<State>,
     cv: Condvar,
@@ -97,12 +101,14 @@ impl Allocator {
         dir: PathBuf,
         segment_size: u64,
         prefault_window: u64,
+        zero_fill: bool,
         faults: FaultInjector,
     ) -> Self {
         Allocator {
             dir,
             segment_size,
             prefault_window,
+            zero_fill,
             faults,
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
@@ -110,9 +116,12 @@ impl Allocator {
     }
 
     /// Asks for the segment at `base` to be prepared; never blocks on I/O.
-    pub(crate) fn request(&self, base: u64) {
+    /// `ahead`: the appender is still writing an earlier segment (so this one may be
+    /// zero-filled first).
+    pub(crate) fn request(&self, base: u64, ahead: bool) {
         let mut st = self.state.lock();
         Self::want(&mut st, base);
+        st.want_ahead = ahead;
         self.cv.notify_all();
     }
 
@@ -120,6 +129,7 @@ impl Allocator {
         let ready_ok = matches!(&st.ready, Some(a) if a.base == base && a.result.is_ok());
         if !ready_ok && st.busy != Some(base) && !st.was_taken(base) {
             st.want = Some(base);
+            st.want_ahead = false;
         }
     }
 
@@ -210,6 +220,7 @@ impl Allocator {
             if st.stop {
                 return;
             }
+            let ahead = std::mem::take(&mut st.want_ahead);
             let Some(base) = st.want.take() else {
                 st = self.prefault_step(st);
                 continue;
@@ -219,7 +230,7 @@ impl Allocator {
                 discard(old);
             }
             drop(st);
-            let result = self.create(base);
+            let result = self.create(base, ahead && self.zero_fill);
             st = self.state.lock();
             st.busy = None;
             st.completed += 1;
@@ -253,7 +264,9 @@ impl Allocator {
         st
     }
 
-    fn create(&self, base: u64) -> Result<NewSegment, StoreError> {
+    /// Creates the segment at `base`; `zero_fill`: also writes it with zeros (see
+    /// `StoreConfig::zero_fill_segments`).
+    fn create(&self, base: u64, zero_fill: bool) -> Result<NewSegment, StoreError> {
         let path = self.dir.join(file_name(base));
         let fail = |e: std::io::Error| {
             if is_disk_full(&e) {
@@ -268,7 +281,16 @@ impl Allocator {
         self.faults
             .check(IoPoint::PreallocateSegment { base })
             .map_err(fail)?;
-        let (file, writer) = MappedFile::create(&path, self.segment_size, true).map_err(fail)?;
+        let (file, mut writer) =
+            MappedFile::create(&path, self.segment_size, true).map_err(fail)?;
+        if zero_fill {
+            if let Err(e) = writer.zero_fill_durably() {
+                drop((file, writer));
+                // A half-filled file would block the retry (segments are created, never reused).
+                let _ignored_cleanup = std::fs::remove_file(&path);
+                return Err(fail(e));
+            }
+        }
         Ok(NewSegment {
             segment: Arc::new(Segment { base, file }),
             writer,
@@ -302,11 +324,11 @@ mod tests {
             f2.load(Ordering::SeqCst)
                 .then(|| io::Error::from(io::ErrorKind::StorageFull))
         });
-        let alloc = Arc::new(Allocator::new(dir.path().into(), 8192, 4096, faults));
+        let alloc = Arc::new(Allocator::new(dir.path().into(), 8192, 4096, false, faults));
         alloc.prefault_to(0, 4096); // nothing mapped yet: no work, no spin
         let a2 = alloc.clone();
         let t = std::thread::spawn(move || a2.run());
-        alloc.request(0);
+        alloc.request(0, false);
         assert!(matches!(
             alloc.wait_ready(0),
             Err(StoreError::DiskFull { needed: 8192, .. })
@@ -329,19 +351,25 @@ mod tests {
             dir.path().into(),
             8192,
             0,
+            true,
             FaultInjector::none(),
         ));
         let a2 = alloc.clone();
         let t = std::thread::spawn(move || a2.run());
-        alloc.request(0);
+        alloc.request(0, false);
         alloc.wait_ready(0).unwrap();
         let seg = alloc.take_ready(0).unwrap();
+        // Asked for ahead: zero-filled before it is handed over.
+        alloc.request(8192, true);
+        alloc.wait_ready(8192).unwrap();
+        let next = alloc.take_ready(8192).unwrap();
+        assert_eq!(next.writer.read(0, 8192).unwrap(), &[0u8; 8192][..]);
         // A second appender that lost the race must be told to re-check, not re-create
         // (creating the same file again fails with "File exists").
         alloc.wait_ready(0).unwrap();
         assert!(alloc.take_ready(0).is_none());
-        assert_eq!(alloc.state.lock().completed, 1);
-        drop(seg);
+        assert_eq!(alloc.state.lock().completed, 2);
+        drop((seg, next));
         alloc.stop();
         t.join().unwrap();
     }

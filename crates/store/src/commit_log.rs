@@ -98,7 +98,7 @@ impl CommitLog {
             Some(a) => a.segment.end(),
             None => rec.end,
         };
-        allocator.request(next_base);
+        allocator.request(next_base, rec.active.is_some());
         if let Some(a) = &rec.active {
             allocator.set_active(a.segment.clone());
         }
@@ -247,7 +247,7 @@ impl CommitLog {
         self.allocator.set_active(new.segment.clone());
         w.active = Some(new);
         self.committed.store(base, Ordering::SeqCst);
-        self.allocator.request(base + self.segment_size);
+        self.allocator.request(base + self.segment_size, true);
         Ok(())
     }
 

@@ -222,6 +222,28 @@ impl FileWriter {
         }
     }
 
+    /// Writes the whole (still empty) file with zeros through the descriptor and fdatasyncs
+    /// it, so that its blocks are written extents, not merely allocated ones.
+    pub(crate) fn zero_fill_durably(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.check_writable(0, self.file.len())?;
+        let Some(f) = &self.file.file else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "zero-filling needs the file's descriptor",
+            ));
+        };
+        const CHUNK: usize = 4 << 20;
+        let zeros = vec![0u8; CHUNK.min(self.file.len())];
+        let mut pos = 0;
+        while pos < self.file.len() {
+            let n = zeros.len().min(self.file.len() - pos);
+            f.write_all_at(&zeros[..n], pos as u64)?;
+            pos += n;
+        }
+        f.sync_data()
+    }
+
     /// The unpublished bytes `[pos, pos+n)` to fill in place (the append path encodes records
     /// straight into the map). Nobody else can see them until [`FileWriter::publish`].
     pub(crate) fn region_mut(&mut self, pos: usize, n: usize) -> io::Result<&mut [u8]> {

@@ -88,6 +88,7 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
         log_dir,
         config.segment_size,
         config.effective_prefault_window(),
+        config.effective_zero_fill(),
         config.faults.clone(),
     ));
     let log = CommitLog::new(
