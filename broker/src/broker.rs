@@ -13,7 +13,9 @@ use crate::config::{parse_host_port, BrokerConfig};
 use crate::consumption::Consumption;
 use crate::renewal::Renewals;
 use crate::routes::RouteTable;
+use crate::timer::Timer;
 use crate::topics::{TopicConfig, TopicManager, TopicMessageType};
+use crate::transaction::Transactions;
 
 /// The address this broker gives clients in routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,10 @@ pub struct Broker {
     pub renewals: Renewals,
     pub routes: RouteTable,
     pub endpoint: AdvertisedEndpoint,
+    /// Open transactions (half messages) and their check-back.
+    pub transactions: Transactions,
+    /// Pending delayed messages.
+    pub timer: Arc<Timer>,
     /// Cancelled when the broker begins shutting down: long polls and Telemetry streams end.
     pub shutdown: CancellationToken,
     /// When the broker started serving (for uptime).
@@ -89,6 +95,8 @@ impl Broker {
         routes: RouteTable,
         renewals: Renewals,
         endpoint: AdvertisedEndpoint,
+        transactions: Transactions,
+        timer: Arc<Timer>,
         shutdown: CancellationToken,
     ) -> Self {
         Broker {
@@ -100,6 +108,8 @@ impl Broker {
             renewals,
             routes,
             endpoint,
+            transactions,
+            timer,
             shutdown,
             started: Instant::now(),
             next_queue: AtomicU32::new(0),

@@ -118,6 +118,16 @@ impl ClientRegistry {
         sender.try_send(Ok(command)).is_ok()
     }
 
+    /// The sending half of a client's Telemetry stream (to wait for room, unlike [`send`]).
+    ///
+    /// [`send`]: ClientRegistry::send
+    pub fn telemetry_sender(&self, client_id: &str) -> Option<TelemetrySender> {
+        self.clients
+            .get(client_id)
+            .map(|c| c.sender.clone())
+            .filter(|s| !s.is_closed())
+    }
+
     /// Ids of the producers publishing to `topic`.
     pub fn producers_of(&self, topic: &str) -> Vec<String> {
         self.clients

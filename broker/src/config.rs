@@ -143,6 +143,10 @@ pub struct BrokerConfig {
     pub route_cache_ms: u64,
     /// On shutdown, how long in-flight requests may take to finish, ms (default 10 000).
     pub shutdown_grace_ms: u64,
+    /// Transactional messages: check-back timing and policy.
+    pub transaction: crate::transaction::TransactionSettings,
+    /// Delayed messages: furthest delay, timer buckets and checkpoints.
+    pub timer: crate::timer::TimerSettings,
 }
 
 impl Default for BrokerConfig {
@@ -165,6 +169,8 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 30_000,
             route_cache_ms: 3_000,
             shutdown_grace_ms: 10_000,
+            transaction: Default::default(),
+            timer: Default::default(),
         }
     }
 }
@@ -238,6 +244,10 @@ impl BrokerConfig {
         if self.heartbeat_interval_ms == 0 {
             return Err(invalid("heartbeat_interval_ms", "must be positive"));
         }
+        if let Some((field, reason)) = self.transaction.invalid_field() {
+            return Err(invalid(field, reason));
+        }
+        self.timer.validate(self.store.retention_hours)?;
         Ok(())
     }
 
@@ -350,6 +360,16 @@ impl BrokerConfig {
     /// Directory of the consumption engine's state.
     pub fn consumption_dir(&self) -> PathBuf {
         self.data_dir.join("consumption")
+    }
+
+    /// Directory of the transaction checkpoint.
+    pub fn transaction_dir(&self) -> PathBuf {
+        self.data_dir.join("transaction")
+    }
+
+    /// Directory of the delayed-message timer (bucket files, checkpoint).
+    pub fn timer_dir(&self) -> PathBuf {
+        self.data_dir.join("timer")
     }
 
     /// Directory of the broker's own metadata (topic table).

@@ -21,6 +21,14 @@ pub enum BrokerError {
     #[error("consumption state: {0}")]
     Consumption(#[from] ConsumeError),
 
+    /// The transaction state could not be rebuilt or saved.
+    #[error("transactions: {0}")]
+    Transactions(#[from] crate::transaction::TransactionError),
+
+    /// The delayed-message timer could not be rebuilt or saved.
+    #[error("timer: {0}")]
+    Timer(#[from] crate::timer::TimerError),
+
     /// The topic table could not be read or written.
     #[error("topic table: {0}")]
     Topics(#[from] TopicError),

@@ -17,7 +17,9 @@ pub mod renewal;
 pub mod routes;
 mod run;
 pub mod service;
+pub mod timer;
 pub mod topics;
+pub mod transaction;
 pub mod transport;
 
 pub use config::{BrokerConfig, FlushMode, ReceiveSettings, StoreSettings};

@@ -22,7 +22,9 @@ use crate::nameserver_client::{self, NameserverClient};
 use crate::renewal::{RenewalConfig, Renewals};
 use crate::routes::RouteTable;
 use crate::service::MessagingServer;
+use crate::timer::Timer;
 use crate::topics::{TopicDefaults, TopicManager};
+use crate::transaction::Transactions;
 use crate::transport::{tls, Transport};
 
 /// Largest gRPC message accepted or sent (the proxy's 130 MiB); each message body is held to
@@ -62,30 +64,69 @@ pub async fn run(
             }
         }
     };
+    // Open transactions are rebuilt from the log before anyone can end one.
+    let transactions = {
+        let (tx_store, dir) = (store.clone(), config.transaction_dir());
+        let (settings, host) = (config.transaction.clone(), endpoint.address());
+        match blocking(move || Transactions::open(tx_store, &dir, settings, host)).await? {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = blocking(move || consumption.shutdown()).await;
+                let _ = blocking(move || store.shutdown()).await;
+                return Err(e.into());
+            }
+        }
+    };
+    // Pending delayed messages: the timer resumes from its checkpoint and the log.
+    let timer = {
+        let (timer_store, dir, settings) =
+            (store.clone(), config.timer_dir(), config.timer.clone());
+        match blocking(move || Timer::open(timer_store, &dir, settings)).await? {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                let _ = blocking(move || consumption.shutdown()).await;
+                let _ = blocking(move || store.shutdown()).await;
+                return Err(e.into());
+            }
+        }
+    };
     // Whatever happens while serving, the engine and the store are flushed and closed.
     let served = serve(
         config,
         endpoint,
         store.clone(),
         consumption.clone(),
+        transactions.clone(),
+        Arc::clone(&timer),
         listener,
         shutdown,
     )
     .await;
+    // Before the store closes: its last checkpoint needs the log flushed past its firings.
+    blocking(move || timer.shutdown()).await?;
     let engine_result = blocking(move || consumption.shutdown()).await?;
     let store_result = blocking(move || store.shutdown()).await?;
+    // Only a cleanly flushed log may be covered by the final transaction checkpoint.
+    let checkpoint_result = match &store_result {
+        Ok(()) => blocking(move || transactions.save_final_checkpoint()).await?,
+        Err(_) => Ok(()),
+    };
     served?;
     engine_result?;
     store_result?;
+    checkpoint_result?;
     tracing::info!("broker stopped");
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     config: BrokerConfig,
     endpoint: AdvertisedEndpoint,
     store: Store,
     consumption: Consumption,
+    transactions: Transactions,
+    timer: Arc<Timer>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
@@ -127,11 +168,14 @@ async fn serve(
         routes,
         renewals,
         endpoint,
+        transactions,
+        timer,
         token.clone(),
     ));
 
     let mut tasks = JoinSet::new();
     tasks.spawn(renew_loop(Arc::clone(&broker)));
+    tasks.spawn(crate::transaction::checker::run(Arc::clone(&broker)));
     if let Some(ns) = nameservers {
         tasks.spawn(nameserver_client::register_loop(ns, Arc::clone(&broker)));
     }

@@ -469,11 +469,12 @@ async fn invalid_requests_get_their_codes() {
     assert_eq!(code(&r.status), v2::Code::MessageBodyEmpty);
     let r = send(&mut client, message("Nope", &[7u8; 1025], None, &[], None)).await;
     assert_eq!(code(&r.status), v2::Code::MessageBodyTooLarge);
+    // A DELAY message needs a delivery timestamp.
     let mut delay = message("Nope", b"x", None, &[], None);
     delay.system_properties.as_mut().unwrap().message_type = v2::MessageType::Delay as i32;
     assert_eq!(
         code(&send(&mut client, delay).await.status),
-        v2::Code::Unsupported
+        v2::Code::IllegalDeliveryTime
     );
     let mut reserved = message("Nope", b"x", None, &[], None);
     reserved
@@ -515,13 +516,13 @@ async fn invalid_requests_get_their_codes() {
     assert_eq!(code(&got.status), v2::Code::IllegalInvisibleTime);
     assert_eq!(got.shape, "sd");
 
-    // Unimplemented RPCs answer with a typed status.
+    // EndTransaction without a topic or a transaction id answers with a typed status.
     let end = client
         .end_transaction(req(v2::EndTransactionRequest::default()))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(code(&end.status), v2::Code::NotImplemented);
+    assert_eq!(code(&end.status), v2::Code::IllegalTopic);
     // Heartbeat and termination are always OK.
     let hb = client
         .heartbeat(req(v2::HeartbeatRequest::default()))

@@ -1,20 +1,21 @@
 //! Sends a message to be delivered three seconds later and checks that it arrives, and not
 //! before its time.
 //!
-//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example delay`
+//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example delay` (add
+//! `ROCKETLOG_TLS=any` for TLS with any certificate, or `ROCKETLOG_TLS=ca.pem` to verify).
+
+mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure};
-use rocketlog_client::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use rocketlog_client::{FilterExpression, Message, Producer, SimpleConsumer};
 
 const DELAY: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let endpoint =
-        std::env::var("ROCKETLOG_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
-    let config = ClientConfig::new(&endpoint)?;
+    let config = common::config_from_env()?;
     let topic = unique("example-delay");
     let group = unique("example-delay-group");
 
@@ -34,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
                 .build()?,
         )
         .await?;
-    println!("sent {} for delivery in {DELAY:?}", receipt.message_id());
+    println!(
+        "sent {} for delivery in {DELAY:?} (recall handle: {})",
+        receipt.message_id(),
+        receipt.recall_handle().unwrap_or("none")
+    );
 
     let deadline = Instant::now() + DELAY + Duration::from_secs(30);
     loop {
@@ -55,6 +60,10 @@ async fn main() -> anyhow::Result<()> {
         ensure!(
             message.message_id() == receipt.message_id(),
             "another message arrived"
+        );
+        println!(
+            "arrived {} ms after its delivery time",
+            now.duration_since(due).unwrap_or_default().as_millis()
         );
         consumer.ack(message).await?;
         break;

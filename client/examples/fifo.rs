@@ -1,22 +1,23 @@
 //! Sends three message groups of five FIFO messages each, interleaved, and checks that a
 //! consumer sees every group in the order it was sent.
 //!
-//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example fifo`
+//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example fifo` (add
+//! `ROCKETLOG_TLS=any` for TLS with any certificate, or `ROCKETLOG_TLS=ca.pem` to verify).
+
+mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
-use rocketlog_client::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use rocketlog_client::{FilterExpression, Message, Producer, SimpleConsumer};
 
 const GROUPS: usize = 3;
 const PER_GROUP: usize = 5;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let endpoint =
-        std::env::var("ROCKETLOG_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
-    let config = ClientConfig::new(&endpoint)?;
+    let config = common::config_from_env()?;
     let topic = unique("example-fifo");
     let group = unique("example-fifo-group");
 

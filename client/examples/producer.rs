@@ -1,20 +1,21 @@
 //! Sends ten messages (one at a time and as concurrent sends from one producer) and checks
 //! that each got a receipt with its own message id.
 //!
-//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example producer`
+//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example producer` (add
+//! `ROCKETLOG_TLS=any` for TLS with any certificate, or `ROCKETLOG_TLS=ca.pem` to verify).
+
+mod common;
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context};
-use rocketlog_client::{ClientConfig, Message, Producer};
+use rocketlog_client::{Message, Producer};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let endpoint =
-        std::env::var("ROCKETLOG_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
     let topic = unique("example-producer");
-    let producer = Producer::builder(ClientConfig::new(&endpoint)?)
+    let producer = Producer::builder(common::config_from_env()?)
         .topics([&topic])
         .build()
         .await

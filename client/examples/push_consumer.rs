@@ -1,24 +1,23 @@
 //! Sends twenty messages and checks that a push consumer's handler sees each of them; the
 //! handler fails every message once, so each one is also redelivered.
 //!
-//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example push_consumer`
+//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example push_consumer` (add
+//! `ROCKETLOG_TLS=any` for TLS with any certificate, or `ROCKETLOG_TLS=ca.pem` to verify).
+
+mod common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure};
-use rocketlog_client::{
-    ClientConfig, FilterExpression, Message, MessageView, Producer, PushConsumer,
-};
+use rocketlog_client::{FilterExpression, Message, MessageView, Producer, PushConsumer};
 
 const COUNT: usize = 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let endpoint =
-        std::env::var("ROCKETLOG_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
-    let config = ClientConfig::new(&endpoint)?;
+    let config = common::config_from_env()?;
     let topic = unique("example-push");
     let group = unique("example-push-group");
 

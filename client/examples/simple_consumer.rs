@@ -1,19 +1,20 @@
 //! Sends messages tagged `a`, `b` and `c`, receives with the filter `a||b`, acknowledges each,
 //! and checks that exactly the `a` and `b` messages arrived.
 //!
-//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example simple_consumer`
+//! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example simple_consumer` (add
+//! `ROCKETLOG_TLS=any` for TLS with any certificate, or `ROCKETLOG_TLS=ca.pem` to verify).
+
+mod common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure};
-use rocketlog_client::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};
+use rocketlog_client::{FilterExpression, Message, Producer, SimpleConsumer};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let endpoint =
-        std::env::var("ROCKETLOG_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
-    let config = ClientConfig::new(&endpoint)?;
+    let config = common::config_from_env()?;
     let topic = unique("example-simple");
     let group = unique("example-simple-group");
 

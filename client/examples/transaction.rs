@@ -2,6 +2,11 @@
 //! receives only the committed one.
 //!
 //! `ROCKETLOG_ENDPOINT=127.0.0.1:8081 cargo run -p rocketlog-client --example transaction`
+//!
+//! A topic takes transactional messages only if it accepts the TRANSACTION type (as in Apache
+//! RocketMQ, where topics are NORMAL unless created otherwise), so the example first creates
+//! its topic through the broker's admin API, like
+//! `rocketlog admin --broker 127.0.0.1:8081 topic create <topic> --type transaction`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +15,7 @@ use rocketlog_client::{
     ClientConfig, FilterExpression, Message, MessageView, SimpleConsumer, TransactionProducer,
     TransactionResolution,
 };
+use rocketlog_proto::admin::v1 as admin;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -18,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let config = ClientConfig::new(&endpoint)?;
     let topic = unique("example-tx");
     let group = unique("example-tx-group");
+    create_transaction_topic(&endpoint, &topic).await?;
 
     let consumer = SimpleConsumer::builder(config.clone(), &group)
         .subscribe(&topic, FilterExpression::all())
@@ -69,6 +76,23 @@ async fn main() -> anyhow::Result<()> {
     producer.shutdown().await;
     consumer.shutdown().await;
     println!("ok: committed message delivered, rolled-back message not");
+    Ok(())
+}
+
+/// Creates `topic` accepting TRANSACTION messages through the admin API (same port).
+async fn create_transaction_topic(endpoint: &str, topic: &str) -> anyhow::Result<()> {
+    let mut client =
+        admin::admin_client::AdminClient::connect(format!("http://{endpoint}")).await?;
+    client
+        .create_or_update_topic(admin::CreateOrUpdateTopicRequest {
+            topic: Some(admin::TopicConfig {
+                name: topic.to_owned(),
+                queue_nums: 4,
+                perm: admin::Permission::ReadWrite as i32,
+                message_types: vec![admin::MessageType::Transaction as i32],
+            }),
+        })
+        .await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Connection settings shared by every client type.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::endpoints::Endpoints;
@@ -8,6 +9,8 @@ use crate::error::Error;
 
 /// Default time limit of one request (long polls add their wait to it).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default period of route refreshes (as the official clients).
+pub const DEFAULT_ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Where and how to reach a rocketlog broker or an Apache RocketMQ 5 proxy.
 ///
@@ -33,6 +36,7 @@ pub struct ClientConfig {
     pub(crate) credentials: Option<Credentials>,
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) request_timeout: Duration,
+    pub(crate) route_refresh_interval: Duration,
 }
 
 impl ClientConfig {
@@ -63,6 +67,11 @@ impl ClientConfig {
         self.request_timeout
     }
 
+    /// How often the routes of the topics in use are fetched again.
+    pub fn route_refresh_interval(&self) -> Duration {
+        self.route_refresh_interval
+    }
+
     /// Whether connections use TLS.
     pub fn tls_enabled(&self) -> bool {
         self.tls.is_some()
@@ -77,6 +86,7 @@ pub struct ClientConfigBuilder {
     credentials: Option<Credentials>,
     tls: Option<TlsConfig>,
     request_timeout: Option<Duration>,
+    route_refresh_interval: Option<Duration>,
 }
 
 impl ClientConfigBuilder {
@@ -101,7 +111,8 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// Connects over TLS instead of plaintext HTTP/2.
+    /// Connects over TLS instead of plaintext HTTP/2 (see [`TlsConfig`] for the ways to
+    /// trust the server). rocketlog serves TLS and plaintext on the same port.
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -110,6 +121,14 @@ impl ClientConfigBuilder {
     /// Time limit of one request; long polls wait this much beyond their polling time.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// How often the routes of the topics in use are fetched again (default
+    /// [`DEFAULT_ROUTE_REFRESH_INTERVAL`]), so queues on new brokers are used. Routes are also
+    /// fetched again at once after a routing error. At least 100 ms.
+    pub fn route_refresh_interval(mut self, interval: Duration) -> Self {
+        self.route_refresh_interval = Some(interval);
         self
     }
 
@@ -132,12 +151,22 @@ impl ClientConfigBuilder {
         if let Some(c) = &self.credentials {
             c.validate()?;
         }
+        let route_refresh_interval = self
+            .route_refresh_interval
+            .unwrap_or(DEFAULT_ROUTE_REFRESH_INTERVAL);
+        if route_refresh_interval < Duration::from_millis(100) {
+            return Err(Error::Config(
+                "the route refresh interval must be at least 100 ms".into(),
+            ));
+        }
+        let tls = self.tls.map(TlsConfig::load).transpose()?;
         Ok(ClientConfig {
             access_point,
             namespace: self.namespace,
             credentials: self.credentials,
-            tls: self.tls,
+            tls,
             request_timeout,
+            route_refresh_interval,
         })
     }
 }
@@ -207,19 +236,39 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// TLS settings (rustls). Servers are verified against the Mozilla root certificates (webpki
-/// roots) unless a CA certificate is given.
+/// TLS settings (rustls).
+///
+/// Three ways to trust a server:
+/// - [`TlsConfig::new`]: certificates signed by a public CA (the Mozilla root certificates,
+///   webpki roots), valid for the dialled host;
+/// - [`TlsConfig::ca_certificate_pem`] or [`TlsConfig::ca_certificate_file`]: certificates
+///   signed by a private CA, or one self-signed certificate given as its own CA;
+/// - [`TlsConfig::accept_any_certificate`]: any certificate, as the official Java, Go and C#
+///   clients do. rocketlog (and the Apache proxy) serve a self-signed certificate generated at
+///   start unless one is configured; this mode connects to them without further setup.
 ///
 /// ```
-/// use rocketlog_client::TlsConfig;
+/// use rocketlog_client::{ClientConfig, TlsConfig};
 ///
-/// let tls = TlsConfig::new().domain_name("mq.example.com");
-/// # let _ = tls;
+/// // A broker with a certificate from a private CA (or its self-signed certificate).
+/// let verified = TlsConfig::new()
+///     .ca_certificate_file("/etc/rocketlog/ca.pem")
+///     .domain_name("mq.example.com");
+/// // A broker with the self-signed certificate it generated itself.
+/// let config = ClientConfig::builder()
+///     .access_point("127.0.0.1:8081")
+///     .tls(TlsConfig::new().accept_any_certificate())
+///     .build()?;
+/// assert!(config.tls_enabled());
+/// # let _ = verified;
+/// # Ok::<(), rocketlog_client::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct TlsConfig {
     pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) ca_file: Option<PathBuf>,
     pub(crate) domain_name: Option<String>,
+    pub(crate) accept_any: bool,
 }
 
 impl TlsConfig {
@@ -235,10 +284,60 @@ impl TlsConfig {
         self
     }
 
-    /// Expect this name in the server certificate instead of the dialled host.
+    /// Trust the CA certificate in this PEM file instead of the webpki roots. The file is read
+    /// when the [`ClientConfig`] is built; a missing file or one without a certificate fails
+    /// [`ClientConfigBuilder::build`].
+    pub fn ca_certificate_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Expect this name in the server certificate instead of the dialled host (also sent as
+    /// the TLS server name).
     pub fn domain_name(mut self, name: impl Into<String>) -> Self {
         self.domain_name = Some(name.into());
         self
+    }
+
+    /// Accept any server certificate: expired, self-signed, or issued for another name.
+    ///
+    /// The connection is still encrypted, but to whoever answers at the address: use it for
+    /// brokers with generated self-signed certificates on networks you trust, as the official
+    /// Java, Go and C# clients do by default. Overrides any CA certificate given.
+    pub fn accept_any_certificate(mut self) -> Self {
+        self.accept_any = true;
+        self
+    }
+
+    /// Whether any certificate is accepted.
+    pub fn accepts_any_certificate(&self) -> bool {
+        self.accept_any
+    }
+
+    /// Reads the CA file and checks the CA certificate, once, when the configuration is built.
+    fn load(mut self) -> Result<TlsConfig, Error> {
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read the CA certificate file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            self.ca_pem = Some(pem);
+        }
+        if let Some(pem) = &self.ca_pem {
+            let text = String::from_utf8_lossy(pem);
+            if !text.contains("-----BEGIN CERTIFICATE-----") {
+                let source = match &self.ca_file {
+                    Some(p) => p.display().to_string(),
+                    None => "the CA certificate".to_owned(),
+                };
+                return Err(Error::Config(format!(
+                    "{source} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                )));
+            }
+        }
+        Ok(self)
     }
 
     pub(crate) fn to_tonic(&self) -> tonic::transport::ClientTlsConfig {
@@ -282,6 +381,50 @@ mod tests {
             .namespace("bad\nns")
             .build()
             .is_err());
+    }
+
+    #[test]
+    fn route_refresh_interval_is_checked() {
+        let c = ClientConfig::new("127.0.0.1:8081").unwrap();
+        assert_eq!(c.route_refresh_interval(), DEFAULT_ROUTE_REFRESH_INTERVAL);
+        let c = ClientConfig::builder()
+            .access_point("h:1")
+            .route_refresh_interval(Duration::from_millis(250))
+            .build()
+            .unwrap();
+        assert_eq!(c.route_refresh_interval(), Duration::from_millis(250));
+        assert!(ClientConfig::builder()
+            .access_point("h:1")
+            .route_refresh_interval(Duration::from_millis(10))
+            .build()
+            .is_err());
+    }
+
+    #[test]
+    fn tls_ca_sources_are_loaded_and_checked() {
+        let dir = std::env::temp_dir().join(format!("rocketlog-client-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(&good, pem).unwrap();
+        let bad = dir.join("key.pem");
+        std::fs::write(&bad, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let build = |tls: TlsConfig| ClientConfig::builder().access_point("h:1").tls(tls).build();
+
+        let c = build(TlsConfig::new().ca_certificate_file(&good)).unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.ca_pem.as_deref(), Some(pem.as_bytes()));
+        assert!(!tls.accepts_any_certificate());
+        for refused in [
+            TlsConfig::new().ca_certificate_file(&bad),
+            TlsConfig::new().ca_certificate_file(dir.join("absent.pem")),
+            TlsConfig::new().ca_certificate_pem("not a certificate"),
+        ] {
+            assert!(matches!(build(refused), Err(Error::Config(_))));
+        }
+        let any = build(TlsConfig::new().accept_any_certificate()).unwrap();
+        assert!(any.tls_enabled() && any.tls.as_ref().unwrap().accepts_any_certificate());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -29,8 +29,6 @@ use crate::transaction::SharedChecker;
 
 /// Heartbeat period (the proxy drops clients silent for much longer).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
-/// Route refresh period.
-const ROUTE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Settings are re-sent this often so a restarted server learns them again.
 const SETTINGS_INTERVAL: Duration = Duration::from_secs(300);
 /// Extra time given to the settings handshake beyond the request timeout.
@@ -106,9 +104,12 @@ impl ClientCore {
             HEARTBEAT_INTERVAL,
             |c| async move { c.heartbeat().await },
         );
-        spawn_periodic(&core, ROUTE_REFRESH_INTERVAL, |c| async move {
-            c.refresh_routes().await
-        });
+        let route_refresh = core.config().route_refresh_interval;
+        spawn_periodic(
+            &core,
+            route_refresh,
+            |c| async move { c.refresh_routes().await },
+        );
         spawn_periodic(
             &core,
             SETTINGS_INTERVAL,

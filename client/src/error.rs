@@ -8,6 +8,21 @@ pub use rocketlog_proto::v2::Code;
 ///
 /// Errors the server reports in-band (a non-OK `Status`) arrive as [`Error::Server`] with the
 /// server's [`Code`] and message; [`Error::code`] reads it from any variant.
+///
+/// ```no_run
+/// use rocketlog_client::{ClientConfig, Code, Error, Message, Producer};
+///
+/// # async fn demo() -> Result<(), Error> {
+/// let producer = Producer::builder(ClientConfig::new("127.0.0.1:8081")?).build().await?;
+/// match producer.send(Message::builder("orders").body("x").build()?).await {
+///     Ok(receipt) => println!("stored at offset {}", receipt.offset()),
+///     Err(e) if e.code() == Some(Code::TopicNotFound) => eprintln!("create the topic first"),
+///     Err(e) if e.is_retryable() => eprintln!("the producer already retried; later: {e}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

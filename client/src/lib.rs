@@ -35,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+mod acker;
 mod client_id;
 mod config;
 mod consumer;
@@ -52,10 +53,12 @@ mod session;
 mod settings;
 mod signing;
 mod simple_consumer;
+mod tls;
 mod transaction;
 
 pub use config::{
     ClientConfig, ClientConfigBuilder, Credentials, TlsConfig, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_ROUTE_REFRESH_INTERVAL,
 };
 pub use error::{Code, Error};
 pub use message::{Message, MessageBuilder, MessageView, SendReceipt};

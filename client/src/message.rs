@@ -333,6 +333,11 @@ impl SendReceipt {
         self.transaction_id.as_deref()
     }
 
+    /// The broker that stored the message, as `host:port[;host:port...]`.
+    pub fn endpoint(&self) -> String {
+        self.endpoints.to_string()
+    }
+
     /// The handle that cancels a delayed message before delivery, if the server gave one.
     pub fn recall_handle(&self) -> Option<&str> {
         self.recall_handle.as_deref()

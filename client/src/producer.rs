@@ -7,7 +7,7 @@ use rocketlog_proto::v2;
 use tracing::Instrument;
 
 use crate::config::ClientConfig;
-use crate::convert::message_to_proto;
+use crate::convert::{message_to_proto, resource};
 use crate::core::ClientCore;
 use crate::error::Error;
 use crate::message::{Message, SendReceipt};
@@ -139,6 +139,53 @@ impl Producer {
         };
         let kind = first.kind();
         send_messages(&self.core, &messages, kind).await
+    }
+
+    /// Cancels a delayed message before its delivery time, with the recall handle its
+    /// [`SendReceipt::recall_handle`] carried. Returns the recalled message's id. A message
+    /// already delivered, recalled before, or unknown fails with the server's code (rocketlog:
+    /// `NotFound` family). Sent to the access point, as the official clients do.
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, SystemTime};
+    /// use rocketlog_client::{ClientConfig, Message, Producer};
+    ///
+    /// # async fn demo() -> Result<(), rocketlog_client::Error> {
+    /// let producer = Producer::builder(ClientConfig::new("127.0.0.1:8081")?).build().await?;
+    /// let reminder = Message::builder("reminders")
+    ///     .body("call back")
+    ///     .delivery_time(SystemTime::now() + Duration::from_secs(3600))
+    ///     .build()?;
+    /// let receipt = producer.send(reminder).await?;
+    /// if let Some(handle) = receipt.recall_handle() {
+    ///     producer.recall_message("reminders", handle).await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn recall_message(&self, topic: &str, recall_handle: &str) -> Result<String, Error> {
+        let core = &self.core;
+        core.ensure_running()?;
+        if recall_handle.is_empty() {
+            return Err(Error::InvalidMessage("the recall handle is empty".into()));
+        }
+        let access_point = &core.config().access_point;
+        let request = v2::RecallMessageRequest {
+            topic: Some(resource(core.namespace(), topic)),
+            recall_handle: recall_handle.to_owned(),
+        };
+        let response = core
+            .rpc
+            .unary(
+                access_point,
+                "RecallMessage",
+                request,
+                core.request_timeout(),
+                |mut stub, r| async move { stub.recall_message(r).await },
+            )
+            .await?;
+        Error::from_status(response.status.as_ref(), access_point)?;
+        Ok(response.message_id)
     }
 
     /// Tells the brokers this producer is leaving and stops its background work. Sends still

@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acker::Acker;
 use crate::config::ClientConfig;
 use crate::consumer::{self, ReceiveRequest};
 use crate::convert::{endpoints_to_proto, queue_from_proto, resource};
@@ -103,6 +104,8 @@ impl fmt::Debug for PushConsumer {
 
 struct Inner {
     core: Arc<ClientCore>,
+    /// Acks of finished handlers, batched.
+    acker: Acker,
     handler: Arc<dyn MessageHandler>,
     permits: Arc<Semaphore>,
     /// Stops receiving (handlers already running finish).
@@ -187,6 +190,7 @@ impl PushConsumerBuilder {
             ClientCore::start(self.config, role, RetryPolicy::immediate(1), None, None).await?;
         let inner = Arc::new(Inner {
             stop: core.cancel.child_token(),
+            acker: Acker::spawn(core.clone()),
             core,
             handler,
             permits: Arc::new(Semaphore::new(self.concurrency)),
@@ -480,7 +484,7 @@ async fn run_handler(inner: &Inner, message: &MessageView) -> bool {
 /// message will come again).
 async fn ack(inner: &Inner, message: &MessageView) {
     for attempt in 1..=SETTLE_ATTEMPTS {
-        match consumer::ack(&inner.core, message).await {
+        match inner.acker.ack(message).await {
             Ok(()) => return,
             Err(e) if e.code() == Some(Code::InvalidReceiptHandle) => {
                 tracing::debug!(message_id = %message.message_id, "receipt handle expired");

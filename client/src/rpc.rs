@@ -2,6 +2,7 @@
 //! signed, time-limited, traced request around each RPC.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
@@ -13,6 +14,7 @@ use crate::config::ClientConfig;
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::signing::Signer;
+use crate::tls::{accept_any_client_config, AcceptAnyConnector};
 
 pub(crate) type Stub = MessagingServiceClient<Channel>;
 
@@ -29,6 +31,7 @@ pub(crate) struct Rpc {
     config: ClientConfig,
     signer: Signer,
     stubs: DashMap<Endpoints, Stub>,
+    accept_any: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl Rpc {
@@ -38,6 +41,7 @@ impl Rpc {
             config,
             signer,
             stubs: DashMap::new(),
+            accept_any: OnceLock::new(),
         }
     }
 
@@ -61,14 +65,32 @@ impl Rpc {
             source,
             endpoint: endpoints.to_string(),
         };
-        let mut list = Vec::with_capacity(endpoints.addresses.len());
-        for uri in endpoints.uris(self.config.tls.is_some()) {
-            let mut e = Endpoint::from_shared(uri)
+        let configure = |uri: String| -> Result<Endpoint, Error> {
+            Ok(Endpoint::from_shared(uri)
                 .map_err(connect_error)?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                 .keep_alive_while_idle(true)
-                .tcp_nodelay(true);
+                .tcp_nodelay(true))
+        };
+        if let Some(tls) = self.config.tls.as_ref().filter(|t| t.accept_any) {
+            // Our own connector does the TLS (and spreads connections over the addresses);
+            // the channel itself speaks HTTP/2 over what it hands back.
+            let first = endpoints
+                .uris(false)
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Config(format!("endpoint {endpoints} has no address")))?;
+            let connector = AcceptAnyConnector::new(
+                self.accept_any_config()?,
+                endpoints.addresses.clone(),
+                tls.domain_name.clone(),
+            );
+            return Ok(configure(first)?.connect_with_connector_lazy(connector));
+        }
+        let mut list = Vec::with_capacity(endpoints.addresses.len());
+        for uri in endpoints.uris(self.config.tls.is_some()) {
+            let mut e = configure(uri)?;
             if let Some(tls) = &self.config.tls {
                 e = e.tls_config(tls.to_tonic()).map_err(connect_error)?;
             }
@@ -78,6 +100,15 @@ impl Rpc {
             1 => Ok(list.remove(0).connect_lazy()),
             _ => Ok(Channel::balance_list(list.into_iter())),
         }
+    }
+
+    /// The rustls configuration of the accept-any mode, made once per client.
+    fn accept_any_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        if let Some(c) = self.accept_any.get() {
+            return Ok(c.clone());
+        }
+        let config = accept_any_client_config()?;
+        Ok(self.accept_any.get_or_init(|| config).clone())
     }
 
     /// A request carrying the signed headers, with the server told the deadline.

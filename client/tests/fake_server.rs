@@ -261,9 +261,25 @@ impl MessagingService for Fake {
     }
     async fn recall_message(
         &self,
-        _: Request<v2::RecallMessageRequest>,
+        r: Request<v2::RecallMessageRequest>,
     ) -> Answer<v2::RecallMessageResponse> {
-        Err(Status::unimplemented("fake"))
+        self.record("RecallMessage", &r);
+        let req = r.into_inner();
+        let topic = req.topic.map(|t| t.name).unwrap_or_default();
+        // Scripted: the handle "gone" names a message no longer recallable.
+        if req.recall_handle == "gone" {
+            return Ok(Response::new(v2::RecallMessageResponse {
+                status: Some(v2::Status {
+                    code: v2::Code::NotFound as i32,
+                    message: "nothing to recall".into(),
+                }),
+                message_id: String::new(),
+            }));
+        }
+        Ok(Response::new(v2::RecallMessageResponse {
+            status: ok(),
+            message_id: format!("{topic}/{}", req.recall_handle),
+        }))
     }
     async fn sync_lite_subscription(
         &self,
@@ -520,5 +536,42 @@ async fn transactions_commit_and_answer_server_checks() {
     let mut asked = checked.lock().unwrap().clone();
     asked.sort();
     assert_eq!(asked, ["M1", "M2"]);
+    producer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_message_names_topic_and_handle() {
+    let server = start(0, v2::Code::Ok).await;
+    let producer = Producer::builder(ClientConfig::new(&server.endpoint).unwrap())
+        .build()
+        .await
+        .expect("producer starts");
+    let id = producer
+        .recall_message("t", "handle-1")
+        .await
+        .expect("recalled");
+    assert_eq!(id, "t/handle-1");
+    let e = producer
+        .recall_message("t", "gone")
+        .await
+        .expect_err("a message no longer recallable");
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    let e = producer
+        .recall_message("t", "")
+        .await
+        .expect_err("empty handle");
+    assert!(
+        matches!(e, rocketlog_client::Error::InvalidMessage(_)),
+        "{e}"
+    );
+    let recalls = server
+        .fake
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m == "RecallMessage")
+        .count();
+    assert_eq!(recalls, 2, "the empty handle never left the client");
     producer.shutdown().await;
 }

@@ -308,18 +308,18 @@ async fn server_errors_carry_their_code() {
         "{e}"
     );
 
-    // Not supported yet by rocketlog: a typed status, not a fake success.
+    // A delivery time beyond the broker's maximum (40 days): a typed status.
     let e = producer
         .send(
             Message::builder(&topic)
-                .body("later")
-                .delivery_time(std::time::SystemTime::now() + Duration::from_secs(5))
+                .body("too late")
+                .delivery_time(std::time::SystemTime::now() + Duration::from_secs(41 * 24 * 3600))
                 .build()
                 .unwrap(),
         )
         .await
-        .expect_err("delay unsupported");
-    assert!(e.code().is_some(), "{e}");
+        .expect_err("delivery time beyond the maximum");
+    assert_eq!(e.code(), Some(Code::IllegalDeliveryTime), "{e}");
 
     let c = consumer(
         &cluster,

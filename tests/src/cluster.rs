@@ -23,7 +23,7 @@ use crate::logs::LogBuffer;
 /// How long a server may take to answer its first request.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop may take.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Between readiness probes (polling with a deadline).
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Deadline of one admin call.
@@ -32,19 +32,19 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Message types a topic accepts (the admin API's enum, named for readability in tests).
 pub use rocketlog_proto::admin::v1::MessageType;
 
-struct Server {
-    name: &'static str,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), String>>,
+pub(crate) struct Server {
+    pub(crate) name: &'static str,
+    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: JoinHandle<Result<(), String>>,
 }
 
 /// A running cluster; stopped gracefully by [`Cluster::stop`], or best-effort when dropped.
 pub struct Cluster {
-    runtime: Option<Runtime>,
-    servers: Vec<Server>,
-    client_addr: SocketAddr,
+    pub(crate) runtime: Option<Runtime>,
+    pub(crate) servers: Vec<Server>,
+    pub(crate) client_addr: SocketAddr,
     nameserver_addr: SocketAddr,
-    config: BrokerConfig,
+    pub(crate) config: BrokerConfig,
     logs: LogBuffer,
     data: TempDir,
 }
@@ -214,7 +214,7 @@ impl Cluster {
 
     /// Polls until the broker's admin API answers (the store opens before serving starts) and
     /// the nameserver lists the broker (it registered).
-    fn wait_ready(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(&mut self) -> anyhow::Result<()> {
         let addr = self.client_addr;
         let ns_addr = self.nameserver_addr;
         let broker_name = self.config.broker_name.clone();

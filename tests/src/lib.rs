@@ -4,14 +4,19 @@
 //!   directory, its own runtime and its own log buffer ([`logs`]);
 //! - [`venv`]: the Python virtualenv holding the official RocketMQ 5 client
 //!   (`tests/python/requirements.txt`), created and installed on first use;
+//! - [`nodes`]: nameserver and brokers on the test's own runtime for the Rust SDK tests; a
+//!   broker can be stopped and restarted on the same port and data directory;
 //! - [`scenario`]: runs one scenario script of `tests/python/` against a cluster under a
 //!   deadline and fails the test with the script's output and the server logs.
 
 pub mod cluster;
 pub mod logs;
+pub mod nodes;
 pub mod process;
+pub mod restart;
 pub mod scenario;
 pub mod venv;
 
 pub use cluster::{Cluster, MessageType};
+pub use nodes::{poll, unique_name, BrokerNode, NameserverNode, SdkCluster};
 pub use scenario::{run_scenario, unique_suffix, Tuning};

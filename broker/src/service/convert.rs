@@ -160,6 +160,9 @@ pub fn delivered_message(
         ),
         message_group: group.map(str::to_owned),
         trace_context: property(msg, TRACE_CONTEXT_PROPERTY).map(str::to_owned),
+        delivery_timestamp: property(msg, crate::timer::DELIVER_MS_PROPERTY)
+            .and_then(|v| v.parse().ok())
+            .map(timestamp),
         dead_letter_queue,
         ..Default::default()
     };

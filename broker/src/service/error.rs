@@ -31,6 +31,8 @@ pub enum ApiError {
     #[error("{0}")]
     IllegalPollingTime(String),
     #[error("{0}")]
+    IllegalDeliveryTime(String),
+    #[error("{0}")]
     PropertyConflictWithType(String),
     #[error("{0}")]
     MessageCorrupted(String),
@@ -76,6 +78,7 @@ impl ApiError {
             ApiError::IllegalMessageId => Code::IllegalMessageId,
             ApiError::IllegalInvisibleTime(_) => Code::IllegalInvisibleTime,
             ApiError::IllegalPollingTime(_) => Code::IllegalPollingTime,
+            ApiError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
             ApiError::PropertyConflictWithType(_) => Code::MessagePropertyConflictWithType,
             ApiError::MessageCorrupted(_) => Code::MessageCorrupted,
             ApiError::ClientIdRequired => Code::ClientIdRequired,

@@ -166,11 +166,11 @@ impl MessagingService for MessagingServer {
 
     async fn end_transaction(
         &self,
-        _request: Request<v2::EndTransactionRequest>,
+        request: Request<v2::EndTransactionRequest>,
     ) -> Answer<v2::EndTransactionResponse> {
-        Ok(Response::new(v2::EndTransactionResponse {
-            status: Some(not_supported::transactions()),
-        }))
+        Ok(Response::new(
+            crate::transaction::end_transaction(&self.broker, request.into_inner()).await,
+        ))
     }
 
     type TelemetryStream = ReceiverStream<Result<v2::TelemetryCommand, Status>>;
@@ -203,12 +203,11 @@ impl MessagingService for MessagingServer {
 
     async fn recall_message(
         &self,
-        _request: Request<v2::RecallMessageRequest>,
+        request: Request<v2::RecallMessageRequest>,
     ) -> Answer<v2::RecallMessageResponse> {
-        Ok(Response::new(v2::RecallMessageResponse {
-            status: Some(not_supported::recall()),
-            ..Default::default()
-        }))
+        Ok(Response::new(
+            crate::timer::recall::handle(&self.broker, request.into_inner()).await,
+        ))
     }
 
     async fn sync_lite_subscription(

@@ -6,20 +6,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::status;
 
-pub fn transactions() -> v2::Status {
-    status(
-        v2::Code::NotImplemented,
-        "transactional messages are not supported yet",
-    )
-}
-
-pub fn recall() -> v2::Status {
-    status(
-        v2::Code::NotImplemented,
-        "recalling delayed messages is not supported yet",
-    )
-}
-
 pub fn pull_consumers() -> v2::Status {
     status(
         v2::Code::NotImplemented,

@@ -1,6 +1,6 @@
 //! QueryRoute: every queue of the topic on every broker group, each with the master's endpoints
 //! and the message types the topic accepts. Unknown topics are auto-created here when enabled
-//! (accepting NORMAL and FIFO, since the producer's message type is not known yet).
+//! (accepting NORMAL, FIFO and DELAY, since the producer's message type is not known yet).
 
 use std::net::IpAddr;
 
@@ -90,8 +90,14 @@ pub(super) async fn topic_route(
             Err(e) => return Err(e.into()),
         }
     } else {
-        b.topics
-            .get_or_create(topic, &[TopicMessageType::Normal, TopicMessageType::Fifo])?
+        b.topics.get_or_create(
+            topic,
+            &[
+                TopicMessageType::Normal,
+                TopicMessageType::Fifo,
+                TopicMessageType::Delay,
+            ],
+        )?
     };
     Ok(vec![BrokerQueues::local(&b.config.broker_name, &created)])
 }

@@ -31,21 +31,20 @@ pub async fn handle(
         )));
     }
     // Append everything first, then wait for durability once (group commit covers them all).
-    let mut pending: Vec<Result<(String, PendingAppend), ApiError>> =
-        Vec::with_capacity(req.messages.len());
+    let mut pending: Vec<Result<Appended, ApiError>> = Vec::with_capacity(req.messages.len());
     for msg in req.messages {
         pending.push(append(b, msg, peer));
     }
     let mut entries = Vec::with_capacity(pending.len());
     for p in pending {
         let entry = match p {
-            Ok((message_id, pending)) => match pending.durable().await {
+            Ok(appended) => match appended.pending.durable().await {
                 Ok(result) => v2::SendResultEntry {
                     status: Some(ok()),
-                    message_id,
-                    transaction_id: String::new(),
+                    message_id: appended.message_id,
+                    transaction_id: appended.transaction_id,
                     offset: i64::try_from(result.queue_offset.0).unwrap_or(i64::MAX),
-                    ..Default::default()
+                    recall_handle: appended.recall_handle,
                 },
                 Err(e) => error_entry(ApiError::Store(e)),
             },
@@ -100,28 +99,27 @@ fn message_kind(sys: &v2::SystemProperties) -> Result<TopicMessageType, ApiError
     }
 }
 
+/// One appended message, waiting for durability.
+struct Appended {
+    message_id: String,
+    pending: PendingAppend,
+    /// Non-empty for a transactional (half) message.
+    transaction_id: String,
+    /// Non-empty for a message that can be recalled (delayed).
+    recall_handle: String,
+}
+
 /// Checks one message and appends it; returns its id and the pending durability.
-fn append(
-    b: &Broker,
-    msg: v2::Message,
-    peer: Option<SocketAddr>,
-) -> Result<(String, PendingAppend), ApiError> {
+fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appended, ApiError> {
     let topic_name = validate::topic(msg.topic.as_ref())?;
     let sys = msg.system_properties.unwrap_or_default();
     let kind = message_kind(&sys)?;
     match kind {
-        TopicMessageType::Delay => {
-            return Err(ApiError::Unsupported(
-                "delayed messages are not supported yet",
-            ))
-        }
-        TopicMessageType::Transaction => {
-            return Err(ApiError::Unsupported(
-                "transactional messages are not supported yet",
-            ))
-        }
+        TopicMessageType::Delay => {}
+        TopicMessageType::Transaction => crate::transaction::check_send(&sys)?,
         TopicMessageType::Normal | TopicMessageType::Fifo => {}
     }
+    let deliver_at = crate::timer::send::delivery_time(&sys, kind, &b.config.timer)?;
     if sys.message_id.trim().is_empty() {
         return Err(ApiError::IllegalMessageId);
     }
@@ -214,8 +212,35 @@ fn append(
         properties,
         body,
     };
+    if kind == TopicMessageType::Transaction {
+        // Stored as a hidden half message until EndTransaction (or a check) resolves it.
+        let (pending, transaction_id) = b
+            .transactions
+            .prepare(append, sys.orphaned_transaction_recovery_duration.as_ref())?;
+        return Ok(Appended {
+            message_id: sys.message_id,
+            pending,
+            transaction_id,
+            recall_handle: String::new(),
+        });
+    }
+    if let Some(deliver_ms) = deliver_at {
+        // Held by the timer until its time; the handle lets the producer recall it.
+        let (pending, recall_handle) = b.timer.schedule(append, deliver_ms)?;
+        return Ok(Appended {
+            message_id: sys.message_id,
+            pending,
+            transaction_id: String::new(),
+            recall_handle,
+        });
+    }
     let pending = b.store.append(append)?;
-    Ok((sys.message_id, pending))
+    Ok(Appended {
+        message_id: sys.message_id,
+        pending,
+        transaction_id: String::new(),
+        recall_handle: String::new(),
+    })
 }
 
 /// The queue for a message: the one the client chose if it is valid here and explicit

@@ -1,8 +1,11 @@
 //! Telemetry: the long-lived bidirectional stream of a client. The client writes its settings
 //! first (and again every few minutes); each is answered with `{status OK, settings}` where the
 //! server fields are applied. The stream's sending half goes into the client registry so the
-//! broker can push commands later. A closed or failed inbound stream means the client left:
-//! the registry forgets it and the task ends quietly.
+//! broker can push commands later: the transaction checker sends
+//! `RecoverOrphanedTransactionCommand`s to producers of a topic through it
+//! (`crate::transaction::checker`), and the producer answers with an `EndTransaction` call, not
+//! on this stream. A closed or failed inbound stream means the client left: the registry
+//! forgets it and the task ends quietly.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,6 +15,9 @@ pub const MAX_USER_PROPERTY_BYTES: usize = 16 * 1024;
 pub const MAX_MESSAGE_GROUP_BYTES: usize = 64;
 /// Most messages in one SendMessage request.
 pub const MAX_MESSAGES_PER_SEND: usize = 1024;
+/// Prefix of the broker's own topics (transaction half and op messages, ...): no client may
+/// route, send to or read them (the proxy refuses system topics with ILLEGAL_TOPIC too).
+pub const SYSTEM_TOPIC_PREFIX: &str = "RMQ_SYS_";
 /// Most entries in one AckMessage request.
 pub const MAX_ACK_ENTRIES: usize = 1024;
 
@@ -30,6 +33,11 @@ fn is_blank(s: &str) -> bool {
 pub fn topic(resource: Option<&v2::Resource>) -> Result<String, ApiError> {
     let name = resource.map(|r| r.name.as_str()).unwrap_or_default();
     rocketlog_common::validate_topic(name).map_err(|e| ApiError::IllegalTopic(e.to_string()))?;
+    if name.starts_with(SYSTEM_TOPIC_PREFIX) {
+        return Err(ApiError::IllegalTopic(format!(
+            "topic {name:?} is a system topic of the broker"
+        )));
+    }
     Ok(name.to_owned())
 }
 
@@ -220,6 +228,14 @@ mod tests {
             name: "Topic_1".into(),
         };
         assert_eq!(topic(Some(&r)).unwrap(), "Topic_1");
+        let system = v2::Resource {
+            resource_namespace: String::new(),
+            name: "RMQ_SYS_TRANS_HALF_TOPIC".into(),
+        };
+        assert_eq!(
+            topic(Some(&system)).unwrap_err().code(),
+            v2::Code::IllegalTopic
+        );
         let bad = v2::Resource {
             resource_namespace: String::new(),
             name: "a b".into(),

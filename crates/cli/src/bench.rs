@@ -90,28 +90,50 @@ struct ConsumeArgs {
 /// Shared counters of one run.
 struct Meter {
     count: AtomicU64,
+    /// Messages handed out to senders (sent or in flight); never above `limit`.
+    issued: AtomicU64,
+    /// Slowest first send of any sender, µs (a stall at start shows here).
+    first_send_us: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
     stop: AtomicBool,
     limit: u64,
+    /// When the message budget was used up (the run's end, even if receivers still wait).
+    finished: Mutex<Option<Instant>>,
 }
 
 impl Meter {
     fn new(limit: Option<u64>) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Meter {
             count: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+            first_send_us: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
             stop: AtomicBool::new(false),
             limit: limit.unwrap_or(u64::MAX),
+            finished: Mutex::new(None),
         }))
     }
 
-    /// Takes a ticket for one more message; false once the message budget is spent.
-    fn take(&self) -> bool {
-        !self.stop.load(Ordering::Relaxed) && self.count.load(Ordering::Relaxed) < self.limit
+    /// Takes tickets for `n` more messages; false once the message budget is spent, so a run
+    /// with `--messages` sends at most that many (a failed send gives its tickets back).
+    fn take(&self, n: u64) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let before = self.issued.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > self.limit {
+            self.issued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, n: u64) {
+        self.issued.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn record(&self, n: u64, bytes: u64, latency: Duration) {
@@ -121,6 +143,7 @@ impl Meter {
         self.latency_us.lock().saturating_record(us);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if self.count.fetch_add(n, Ordering::Relaxed) + n >= self.limit {
+            self.finished.lock().get_or_insert_with(Instant::now);
             self.stop.store(true, Ordering::Relaxed);
         }
     }
@@ -143,6 +166,13 @@ impl Meter {
             ms(0.999),
             h.max() as f64 / 1000.0
         );
+        let first = self.first_send_us.load(Ordering::Relaxed);
+        if first > 0 {
+            println!(
+                "{what} slowest first send of a sender: {:.3} ms",
+                first as f64 / 1000.0
+            );
+        }
     }
 }
 
@@ -242,6 +272,7 @@ async fn produce(
     meter: &Arc<Meter>,
 ) -> anyhow::Result<Duration> {
     let mut producers = Vec::with_capacity(p.producers);
+    let starting = Instant::now();
     for _ in 0..p.producers.max(1) {
         producers.push(
             Producer::builder(config.clone())
@@ -251,6 +282,11 @@ async fn produce(
                 .context("starting a producer")?,
         );
     }
+    println!(
+        "produce: {} producer(s) started in {:.1} ms",
+        producers.len(),
+        starting.elapsed().as_secs_f64() * 1000.0
+    );
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for producer in &producers {
@@ -263,7 +299,8 @@ async fn produce(
             );
             let batch = p.batch.max(1);
             tasks.spawn(async move {
-                while meter.take() && start.elapsed() < deadline {
+                let mut first = true;
+                while start.elapsed() < deadline && meter.take(batch as u64) {
                     let mut msgs = Vec::with_capacity(batch);
                     for _ in 0..batch {
                         match Message::builder(topic.as_str()).body(body.clone()).build() {
@@ -286,9 +323,16 @@ async fn produce(
                     };
                     match result {
                         Ok(()) => {
-                            meter.record(batch as u64, (batch * body.len()) as u64, t.elapsed())
+                            let latency = t.elapsed();
+                            if first {
+                                first = false;
+                                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                                meter.first_send_us.fetch_max(us, Ordering::Relaxed);
+                            }
+                            meter.record(batch as u64, (batch * body.len()) as u64, latency)
                         }
                         Err(e) => {
+                            meter.give_back(batch as u64);
                             if meter.errors.fetch_add(1, Ordering::Relaxed) < 5 {
                                 tracing::warn!("send failed: {e}");
                             }
@@ -339,7 +383,8 @@ async fn consume(
             while !meter.stop.load(Ordering::Relaxed) && start.elapsed() < deadline {
                 tick.tick().await;
             }
-            let elapsed = start.elapsed();
+            let end = (*meter.finished.lock()).unwrap_or_else(Instant::now);
+            let elapsed = end.saturating_duration_since(start);
             consumer.shutdown().await;
             Ok(elapsed)
         }
@@ -354,7 +399,7 @@ async fn consume(
             for _ in 0..c.concurrency.max(1) {
                 let (consumer, meter) = (consumer.clone(), Arc::clone(meter));
                 tasks.spawn(async move {
-                    while meter.take() && start.elapsed() < deadline {
+                    while !meter.stop.load(Ordering::Relaxed) && start.elapsed() < deadline {
                         match consumer.receive(32, Duration::from_secs(30)).await {
                             Ok(batch) => {
                                 for m in &batch {
@@ -374,7 +419,9 @@ async fn consume(
                 });
             }
             while tasks.join_next().await.is_some() {}
-            let elapsed = start.elapsed();
+            // Receivers may sit in a long poll after the last message; the run ended then.
+            let end = (*meter.finished.lock()).unwrap_or_else(Instant::now);
+            let elapsed = end.saturating_duration_since(start);
             consumer.shutdown().await;
             Ok(elapsed)
         }
