@@ -119,6 +119,7 @@ impl Core {
     pub(crate) fn run_dispatcher(&self) {
         let mut d = Dispatcher::new(&self.log, &self.queues, &self.index);
         let mut last_error = String::new();
+        let mut spin_pays = true;
         loop {
             let stop = self.stop_state();
             if stop == ABORT {
@@ -126,6 +127,9 @@ impl Core {
             }
             let limit = self.readable_limit();
             let pos = self.dispatch.position();
+            if limit.saturating_sub(pos) >= STREAMING_BACKLOG {
+                spin_pays = true;
+            }
             if pos < limit {
                 match d.step(&self.dispatch, pos, limit) {
                     Ok(_) => last_error.clear(),
@@ -145,14 +149,15 @@ impl Core {
             if stop == DRAIN {
                 return;
             }
-            // Spin only where it can pay: Async mode (Sync work comes once per fsync, far
-            // beyond any useful spin) on a machine with cores to spare (with two, a spinning
-            // dispatcher takes a core from the appenders and the network).
+            // Spin only where it pays: Async mode (Sync work comes once per fsync, far beyond
+            // any useful spin), and only while appends stream in, i.e. the last spin caught
+            // work or a big backlog was just dispatched. Under sparse appends a spinning
+            // dispatcher would only take a core from the appenders and the network.
             let spin = match self.config.flush_mode {
-                FlushMode::Async { .. } if *SPARE_CORES => SPIN,
+                FlushMode::Async { .. } if spin_pays => SPIN,
                 _ => Duration::ZERO,
             };
-            self.dispatch.wake.spin_then_wait(
+            spin_pays = self.dispatch.wake.spin_then_wait(
                 || self.readable_limit() > self.dispatch.position() || self.stop_state() != RUNNING,
                 None,
                 spin,
@@ -192,6 +197,5 @@ impl Core {
     }
 }
 
-/// More than two cores: a briefly spinning dispatcher does not starve anyone.
-static SPARE_CORES: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 2));
+/// Undispatched bytes that show appends are streaming in (worth spinning for again).
+const STREAMING_BACKLOG: u64 = 64 << 10;

@@ -46,14 +46,15 @@ impl Wake {
     /// where new work arrives within microseconds (a steady stream of Async appends), where it
     /// saves both threads a futex round trip per batch. Where work comes at most once per
     /// fsync (Sync mode) spinning only takes a core from the threads doing the work.
+    /// Returns true if the spin caught new work (so spinning paid this time).
     pub(crate) fn spin_then_wait(
         &self,
         has_work: impl Fn() -> bool,
         timeout: Option<Duration>,
         spin: Duration,
-    ) {
+    ) -> bool {
         if !spin.is_zero() && self.spin(&has_work, spin) {
-            return;
+            return true;
         }
         let mut guard = self.lock.lock();
         self.sleeping.store(true, Ordering::SeqCst);
@@ -67,6 +68,7 @@ impl Wake {
         }
         self.signaled.store(false, Ordering::SeqCst);
         self.sleeping.store(false, Ordering::SeqCst);
+        false
     }
 
     fn spin(&self, has_work: &impl Fn() -> bool, spin: Duration) -> bool {
