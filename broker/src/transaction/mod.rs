@@ -14,7 +14,7 @@
 //!   checks (15) the transaction is resolved by policy (rolled back by default) and logged.
 //! - The in-memory [`state::TxTable`] holds only open transactions (plus a bounded memory of
 //!   recent resolutions); it is rebuilt at start by scanning the half and op queues from a
-//!   checkpoint ([`recovery`]), which only moves past transactions whose resolution is flushed.
+//!   checkpoint (the `recovery` module), which only moves past transactions whose resolution is flushed.
 //!
 //! Every transition appends under one lock, so the table, the op queue and the checkpoint
 //! agree; the appends are cheap (a copy into the mapped log) and durability is awaited after
