@@ -12,7 +12,7 @@ use crate::flush::Flusher;
 use crate::index::Index;
 use crate::queue_registry::QueueRegistry;
 use crate::retention;
-use crate::wake::{Wake, SPIN};
+use crate::wake::{Wake, NAP};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -119,7 +119,7 @@ impl Core {
     pub(crate) fn run_dispatcher(&self) {
         let mut d = Dispatcher::new(&self.log, &self.queues, &self.index);
         let mut last_error = String::new();
-        let mut spin_pays = true;
+        let mut streaming = false;
         loop {
             let stop = self.stop_state();
             if stop == ABORT {
@@ -127,12 +127,12 @@ impl Core {
             }
             let limit = self.readable_limit();
             let pos = self.dispatch.position();
-            if limit.saturating_sub(pos) >= STREAMING_BACKLOG {
-                spin_pays = true;
-            }
             if pos < limit {
                 match d.step(&self.dispatch, pos, limit) {
-                    Ok(_) => last_error.clear(),
+                    Ok(_) => {
+                        last_error.clear();
+                        streaming = true;
+                    }
                     Err(e) => {
                         let text = e.to_string();
                         if text != last_error {
@@ -149,18 +149,21 @@ impl Core {
             if stop == DRAIN {
                 return;
             }
-            // Spin only where it pays: Async mode (Sync work comes once per fsync, far beyond
-            // any useful spin), and only while appends stream in, i.e. the last spin caught
-            // work or a big backlog was just dispatched. Under sparse appends a spinning
-            // dispatcher would only take a core from the appenders and the network.
-            let spin = match self.config.flush_mode {
-                FlushMode::Async { .. } if spin_pays => SPIN,
-                _ => Duration::ZERO,
-            };
-            spin_pays = self.dispatch.wake.spin_then_wait(
+            // Caught up. In Async mode, while appends stream in, nap briefly and take what
+            // came meanwhile as one batch: a wake-up per append would cost each appender a
+            // futex call and this thread a context switch (spinning instead would take a
+            // core from the appenders and the network on a small machine). A nap that
+            // brings nothing ends the stream: then sleep until the next append wakes us.
+            // Sync work comes once per fsync, which wakes us anyway.
+            if streaming && matches!(self.config.flush_mode, FlushMode::Async { .. }) {
+                streaming = false;
+                self.dispatch.wake.nap(NAP);
+                continue;
+            }
+            streaming = false;
+            self.dispatch.wake.wait(
                 || self.readable_limit() > self.dispatch.position() || self.stop_state() != RUNNING,
                 None,
-                spin,
             );
         }
     }
@@ -197,5 +200,5 @@ impl Core {
     }
 }
 
-/// Undispatched bytes that show appends are streaming in (worth spinning for again).
-const STREAMING_BACKLOG: u64 = 64 << 10;
+/// Undispatched bytes that end a dispatcher nap early (an appender outrunning it).
+pub(crate) const DISPATCH_HURRY: u64 = 256 << 10;

@@ -1,6 +1,6 @@
 //! The public handle: [`Store`].
 
-use crate::core::{now_ms, Core, ABORT, DRAIN};
+use crate::core::{now_ms, Core, ABORT, DISPATCH_HURRY, DRAIN};
 use crate::error::StoreError;
 use crate::flush::{PendingAppend, Stop};
 use crate::index::{key_hash, message_id_hash};
@@ -124,7 +124,12 @@ impl Store {
         let result = core
             .log
             .append(&prepared, &msg.topic, msg.queue_id, now_ms())?;
-        core.dispatch.wake.notify();
+        // A napping dispatcher collects appends as a batch; a large backlog cuts the nap short.
+        core.dispatch.wake.notify_or_hurry(|| {
+            core.readable_limit()
+                .saturating_sub(core.dispatch.position())
+                >= DISPATCH_HURRY
+        });
         let end = result.physical_offset.0 + u64::from(result.size);
         Ok(core.flusher.pending(result, end))
     }

@@ -5,13 +5,16 @@
 
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub(crate) struct Wake {
     lock: Mutex<()>,
     cv: Condvar,
+    /// In a wait that only a notification ends: every notifier must wake it.
     sleeping: AtomicBool,
+    /// In a short timed nap: only a notifier with a reason to hurry wakes it.
+    napping: AtomicBool,
     /// A wake-up is on its way: later notifiers need not take the lock (one syscall per
     /// sleep, not one per append).
     signaled: AtomicBool,
@@ -23,6 +26,15 @@ impl Wake {
     /// this load sees `sleeping` (both SeqCst: a Dekker-style handshake).
     pub(crate) fn notify(&self) {
         if self.sleeping.load(Ordering::SeqCst) {
+            self.notify_always();
+        }
+    }
+
+    /// [`Wake::notify`], and also ends a nap when `hurry()` says the work cannot wait for
+    /// the nap to end (e.g. a large backlog). `hurry` runs only while the thread naps.
+    pub(crate) fn notify_or_hurry(&self, hurry: impl FnOnce() -> bool) {
+        if self.sleeping.load(Ordering::SeqCst) || (self.napping.load(Ordering::Relaxed) && hurry())
+        {
             self.notify_always();
         }
     }
@@ -39,23 +51,6 @@ impl Wake {
 
     /// Sleeps until notified, unless `has_work()` is already true; at most `timeout` if given.
     pub(crate) fn wait(&self, has_work: impl Fn() -> bool, timeout: Option<Duration>) {
-        self.spin_then_wait(has_work, timeout, Duration::ZERO);
-    }
-
-    /// [`Wake::wait`] that first spins for up to `spin` re-checking `has_work`. Worth it only
-    /// where new work arrives within microseconds (a steady stream of Async appends), where it
-    /// saves both threads a futex round trip per batch. Where work comes at most once per
-    /// fsync (Sync mode) spinning only takes a core from the threads doing the work.
-    /// Returns true if the spin caught new work (so spinning paid this time).
-    pub(crate) fn spin_then_wait(
-        &self,
-        has_work: impl Fn() -> bool,
-        timeout: Option<Duration>,
-        spin: Duration,
-    ) -> bool {
-        if !spin.is_zero() && self.spin(&has_work, spin) {
-            return true;
-        }
         let mut guard = self.lock.lock();
         self.sleeping.store(true, Ordering::SeqCst);
         if !self.signaled.load(Ordering::SeqCst) && !has_work() {
@@ -68,27 +63,28 @@ impl Wake {
         }
         self.signaled.store(false, Ordering::SeqCst);
         self.sleeping.store(false, Ordering::SeqCst);
-        false
     }
 
-    fn spin(&self, has_work: &impl Fn() -> bool, spin: Duration) -> bool {
-        let deadline = Instant::now() + spin;
-        loop {
-            for _ in 0..64 {
-                if has_work() || self.signaled.load(Ordering::Relaxed) {
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
+    /// Sleeps for `d` while ordinary notifications pass it by: work that streams in meanwhile
+    /// is picked up as one batch when the nap ends, instead of costing the notifiers a futex
+    /// wake and this thread a context switch per item. Only [`Wake::notify_or_hurry`] with
+    /// a reason, or [`Wake::notify_always`], cuts it short. The caller must check for work
+    /// afterwards and [`Wake::wait`] if there is none (nothing is lost: `wait` re-checks).
+    pub(crate) fn nap(&self, d: Duration) {
+        let mut guard = self.lock.lock();
+        self.napping.store(true, Ordering::SeqCst);
+        if !self.signaled.load(Ordering::SeqCst) {
+            self.cv.wait_for(&mut guard, d);
         }
+        self.signaled.store(false, Ordering::SeqCst);
+        self.napping.store(false, Ordering::SeqCst);
     }
 }
 
-/// How long the dispatcher spins before it parks when appends stream in (Async mode).
-pub(crate) const SPIN: Duration = Duration::from_micros(50);
+/// How long the dispatcher naps after a batch while appends stream in (Async mode): the
+/// next batch collects meanwhile. Bounds how much later a consumer can see a message
+/// (Apache RocketMQ's dispatcher polls every millisecond).
+pub(crate) const NAP: Duration = Duration::from_micros(200);
 
 #[cfg(test)]
 mod tests {
@@ -117,5 +113,39 @@ mod tests {
             wake.notify();
         }
         consumer.join().unwrap();
+    }
+
+    #[test]
+    fn napping_thread_ignores_plain_notifies_but_not_a_hurry() {
+        let wake = Wake::default();
+        // Not asleep: plain notifies do nothing and leave no pending signal.
+        wake.notify();
+        assert!(!wake.signaled.load(Ordering::SeqCst));
+        // A hurried notify while nobody naps is a no-op too.
+        wake.notify_or_hurry(|| true);
+        assert!(!wake.signaled.load(Ordering::SeqCst));
+        // A signal pending before the nap ends it at once (the nap would otherwise last a minute).
+        wake.notify_always();
+        let t = std::time::Instant::now();
+        wake.nap(Duration::from_secs(60));
+        assert!(t.elapsed() < Duration::from_secs(30));
+        assert!(!wake.signaled.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn hurry_cuts_a_nap_short() {
+        let wake = Arc::new(Wake::default());
+        let w2 = wake.clone();
+        let napper = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            w2.nap(Duration::from_secs(60));
+            t.elapsed()
+        });
+        // Keep asking for a hurry until the napper is inside its nap and wakes.
+        while !napper.is_finished() {
+            wake.notify_or_hurry(|| true);
+            std::thread::yield_now();
+        }
+        assert!(napper.join().unwrap() < Duration::from_secs(30));
     }
 }
