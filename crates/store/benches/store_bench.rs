@@ -165,24 +165,41 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn bare_fdatasync(dir: &Path) -> (Duration, Duration) {
+/// p50 and p99 of one `chunk`-byte write + fdatasync at the end of a file.
+fn bare_write_fdatasync(dir: &Path, chunk: usize) -> (Duration, Duration) {
     let path = dir.join("fsync.bin");
     let mut f = std::fs::File::create(&path).unwrap();
-    let buf = vec![1u8; RECORD];
+    let buf = vec![1u8; chunk];
     let mut lat = Vec::new();
     for _ in 0..200 {
-        f.write_all(&buf).unwrap();
         let t = Instant::now();
+        f.write_all(&buf).unwrap();
         f.sync_data().unwrap();
         lat.push(t.elapsed());
     }
     std::fs::remove_file(&path).unwrap();
     lat.sort();
-    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    (percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+/// The disk's own numbers for (c): one record per fdatasync, and the best any group commit
+/// of 64 one-record appenders could do (64 records per fdatasync, nothing else).
+fn bare_fdatasync(dir: &Path) -> (Duration, Duration) {
+    let (p50, p99) = bare_write_fdatasync(dir, RECORD);
+    let (g50, g99) = bare_write_fdatasync(dir, 64 * RECORD);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "(c) bare 1 KiB write+fdatasync  p50 {:>8.3} ms  p99 {:>8.3} ms",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "(c) bare 64 KiB write+fdatasync p50 {:>8.3} ms  p99 {:>8.3} ms: 64 appenders can reach at most {:.1}x one (64 x {:.3} / {:.3})",
+        ms(g50),
+        ms(g99),
+        64.0 * p50.as_secs_f64() / g50.as_secs_f64(),
+        ms(p50),
+        ms(g50)
     );
     (p50, p99)
 }
@@ -273,6 +290,43 @@ fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) 
         p99.as_secs_f64() * 1e3,
         p99.as_secs_f64() / fsync.0.as_secs_f64(),
         p99.as_secs_f64() / fsync.1.as_secs_f64()
+    );
+    rate(n, d)
+}
+
+/// (c) one appender that writes `batch` records and waits for the last one only: every fsync
+/// carries exactly `batch` records, with no wake-ups between rounds.
+fn sync_batch_run(dir: &Path, batch: usize, secs: u64) -> f64 {
+    let data = dir.join(format!("syncbatch{batch}"));
+    let store = open_steady_sync(&data);
+    let body = body_for_record();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let (mut n, mut fsyncs, mut seq) = (0u64, 0u64, 0u64);
+    let mut appending = Duration::ZERO;
+    while Instant::now() < deadline {
+        let mut last = None;
+        let t = Instant::now();
+        for _ in 0..batch {
+            last = Some(store.append(message(seq, &body)).unwrap());
+            seq += 1;
+        }
+        appending += t.elapsed();
+        if let Some(p) = last {
+            p.wait_durable().unwrap();
+        }
+        n += batch as u64;
+        fsyncs += 1;
+    }
+    let d = start.elapsed();
+    store.shutdown().unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    println!(
+        "(c) 1 appender, {batch} records per fsync {n:>7} recs in {:>5.2} s = {:>9.0} rec/s ({:.3} ms per fsync round, {:.3} ms of it appending)",
+        d.as_secs_f64(),
+        rate(n, d),
+        d.as_secs_f64() * 1e3 / fsyncs as f64,
+        appending.as_secs_f64() * 1e3 / fsyncs as f64
     );
     rate(n, d)
 }
@@ -397,6 +451,11 @@ fn main() {
         sync_run(dir.path(), 8, secs, fsync);
         let many = sync_run(dir.path(), 64, secs, fsync);
         println!("(c) 64 appender threads / 1 appender = {:.1}x", many / one);
+        let grouped = sync_batch_run(dir.path(), 64, secs);
+        println!(
+            "(c) 1 appender with 64 records per fsync / 1 appender = {:.1}x",
+            grouped / one
+        );
         let one_task = sync_tasks_run(dir.path(), 1, secs, fsync);
         let tasks = sync_tasks_run(dir.path(), 64, secs, fsync);
         println!(

@@ -59,10 +59,26 @@ struct LogWriter {
     /// Pre-faulting has been requested up to this physical offset.
     prefault_requested: u64,
     closed: bool,
-    /// Sync mode: records are encoded here and written with `pwrite` (see
-    /// [`crate::mmap::FileWriter::write_through`]); `None`: encoded straight into the map.
-    scratch: Option<Vec<u8>>,
+    /// Sync mode: records are encoded here and written to the file with one `pwrite` per
+    /// flush round (see [`CommitLog::write_pending`]); `None`: encoded straight into the map.
+    pending: Option<Pending>,
 }
+
+/// Sync-mode records appended but not yet written to the file. They are not readable (not
+/// below `committed`) until written, and not acknowledged until flushed, so holding them in
+/// memory changes no guarantee; it turns one small `pwrite` per record (each a page-cache
+/// write with its own extent and dirtying work) into one per fsync. Measured on the 2-core
+/// VM: 64 writes of 1 KiB + fdatasync 0.66-0.79 ms, one write of 64 KiB + fdatasync 0.37 ms.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// Physical offset of `buf[0]` (meaningful while `buf` is not empty).
+    start: u64,
+}
+
+/// Pending bytes beyond which an appender writes them itself instead of leaving them to the
+/// flusher (bounds the buffer when appenders run far ahead of a slow fsync).
+const PENDING_LIMIT: usize = 4 << 20;
 
 /// What recovery hands the commit log.
 #[derive(Debug)]
@@ -116,7 +132,7 @@ impl CommitLog {
                 last_store_ts: rec.last_store_ts,
                 prefault_requested,
                 closed: false,
-                scratch: write_through.then(Vec::new),
+                pending: write_through.then(Pending::default),
             }),
             allocator,
             gate: WriteGate::default(),
@@ -170,19 +186,17 @@ impl CommitLog {
         queue_id: u32,
         now_ms: i64,
     ) -> Result<AppendResult, StoreError> {
+        let pos = w.write_pos;
         let LogWriter {
             active,
-            write_pos,
             queue_offsets,
             last_store_ts,
-            prefault_requested,
-            scratch,
+            pending,
             ..
-        } = w;
+        } = &mut *w;
         let Some(active) = active.as_mut() else {
             return Err(StoreError::ShutDown); // unreachable: caller checked `fits`
         };
-        let pos = *write_pos;
         let slot = match queue_offsets.get_mut(topic) {
             Some(queues) => queues.entry(queue_id).or_insert(0),
             None => queue_offsets
@@ -193,30 +207,41 @@ impl CommitLog {
         };
         let queue_offset = *slot;
         let ts = now_ms.max(*last_store_ts);
-        let local = (pos - active.segment.base) as usize;
-        let written = match scratch {
-            Some(buf) => {
-                buf.resize(rec.len(), 0);
-                rec.write(buf, queue_offset, pos, ts);
-                active.writer.write_through(local, buf)
-            }
-            None => active
-                .writer
-                .region_mut(local, rec.len())
-                .map(|dst| rec.write(dst, queue_offset, pos, ts)),
-        };
-        written.map_err(|e| StoreError::io(active.segment.file.path(), e))?;
-        active.writer.publish(local + rec.len());
         let end = pos + rec.len() as u64;
-        let window = self.allocator.prefault_window();
-        if window > 0 && end + window / 2 > *prefault_requested {
-            *prefault_requested = end + window;
-            self.allocator.prefault_to(end, *prefault_requested);
-        }
+        let pending_len = match pending {
+            Some(p) => {
+                if p.buf.is_empty() {
+                    p.start = pos;
+                }
+                let at = p.buf.len();
+                p.buf.resize(at + rec.len(), 0);
+                rec.write(&mut p.buf[at..], queue_offset, pos, ts);
+                p.buf.len()
+            }
+            None => {
+                let local = (pos - active.segment.base) as usize;
+                active
+                    .writer
+                    .region_mut(local, rec.len())
+                    .map(|dst| rec.write(dst, queue_offset, pos, ts))
+                    .map_err(|e| StoreError::io(active.segment.file.path(), e))?;
+                active.writer.publish(local + rec.len());
+                0
+            }
+        };
         *slot += 1;
-        *write_pos = pos + rec.len() as u64;
         *last_store_ts = ts;
-        self.committed.store(*write_pos, Ordering::SeqCst);
+        w.write_pos = end;
+        if w.pending.is_none() {
+            self.committed.store(end, Ordering::SeqCst);
+        } else if pending_len >= PENDING_LIMIT {
+            self.write_pending_locked(w)?;
+        }
+        let window = self.allocator.prefault_window();
+        if window > 0 && end + window / 2 > w.prefault_requested {
+            w.prefault_requested = end + window;
+            self.allocator.prefault_to(end, w.prefault_requested);
+        }
         Ok(AppendResult {
             physical_offset: PhysicalOffset(pos),
             size: rec.len() as u32,
@@ -225,8 +250,46 @@ impl CommitLog {
         })
     }
 
+    /// Sync mode: writes the pending records to the file (one `pwrite`) and makes them
+    /// readable. Returns the new committed end if anything was written. A failed write makes
+    /// the log read-only: what was acknowledged stays, nothing later is accepted.
+    pub(crate) fn write_pending(&self) -> Result<Option<u64>, StoreError> {
+        let mut w = self.writer.lock();
+        if w.pending.as_ref().is_none_or(|p| p.buf.is_empty()) {
+            return Ok(None);
+        }
+        self.write_pending_locked(&mut w)?;
+        Ok(Some(self.committed()))
+    }
+
+    fn write_pending_locked(&self, w: &mut LogWriter) -> Result<(), StoreError> {
+        let LogWriter {
+            active, pending, ..
+        } = w;
+        let (Some(p), Some(active)) = (pending.as_mut(), active.as_mut()) else {
+            return Ok(());
+        };
+        if p.buf.is_empty() {
+            return Ok(());
+        }
+        let local = (p.start - active.segment.base) as usize;
+        if let Err(e) = active.writer.write_through(local, &p.buf) {
+            let e = StoreError::io(active.segment.file.path(), e);
+            self.gate
+                .set_read_only(format!("writing the log at {} failed: {e}", p.start));
+            return Err(e);
+        }
+        active.writer.publish(local + p.buf.len());
+        let end = p.start + p.buf.len() as u64;
+        p.buf.clear();
+        self.committed.store(end, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Closes the active segment with a filler and makes `new` the active one.
     fn roll(&self, w: &mut LogWriter, new: NewSegment) -> Result<(), StoreError> {
+        // Pending records belong to the old segment: write them before it is closed.
+        self.write_pending_locked(w)?;
         if let Some(mut old) = w.active.take() {
             let local = (w.write_pos - old.segment.base) as usize;
             let rest = old.segment.file.len() - local;

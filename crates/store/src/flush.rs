@@ -6,6 +6,12 @@
 //! (which covers every registered end) with one msync per touched segment, then answers the
 //! batch. Appenders that arrive during the msync form the next batch.
 //!
+//! The flusher does not start a flush for the first waiter of a round when the last round
+//! served many: the appenders it just answered are coming back, and an fsync started for the
+//! first of them would make the rest wait a whole extra fsync. It waits until as many waiters
+//! as last time have registered, at most as long as the last flush took (so a drop in load
+//! costs one short wait, and a lone appender never waits).
+//!
 //! A failed flush is final: every waiter gets `FlushFailed`, the write gate turns read-only,
 //! `flushed` stops advancing (so Sync-mode consumers never see the unflushed records), and
 //! every later flush attempt fails at once. Only a restart (recovery) clears it.
@@ -21,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake as TaskWake, Waker};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -40,7 +47,17 @@ struct Waiters {
     list: Vec<(u64, Reply)>,
     stop: Stop,
     failed: Option<String>,
+    /// Waiters the last round answered: the size of the group expected back.
+    expect: usize,
+    /// How long the last flush took: the longest wait for the group to gather.
+    linger: Duration,
+    /// Non-zero while the flusher waits for this many waiters (the appender that completes
+    /// the group wakes it).
+    want: usize,
 }
+
+/// Upper bound of the wait for a group to gather, whatever the last flush took.
+const MAX_LINGER: Duration = Duration::from_millis(1);
 
 /// Flush state shared by the flusher thread, the checkpoint and shutdown.
 #[derive(Debug)]
@@ -66,6 +83,9 @@ impl Flusher {
                 list: Vec::new(),
                 stop: Stop::Running,
                 failed: None,
+                expect: 0,
+                linger: Duration::ZERO,
+                want: 0,
             }),
             cv: Condvar::new(),
         }
@@ -75,7 +95,8 @@ impl Flusher {
         self.flushed.load(Ordering::SeqCst)
     }
 
-    /// Flushes the log up to `target` (a record boundary at or below committed).
+    /// Flushes the log at least up to `target` (a record boundary at or below committed), and
+    /// in Sync mode everything appended so far (its write buffer is written out first).
     pub(crate) fn flush_to(&self, log: &CommitLog, target: u64) -> Result<u64, StoreError> {
         let _round = self.round.lock();
         if let Some(reason) = &self.waiters.lock().failed {
@@ -84,24 +105,30 @@ impl Flusher {
             });
         }
         let from = self.flushed();
-        if target <= from {
-            return Ok(from);
-        }
-        let res = self
-            .faults
-            .check(IoPoint::FlushLog)
-            .map_err(|e| StoreError::Io {
-                path: "commitlog".into(),
-                source: e,
-            })
-            .and_then(|()| log.flush(from, target));
+        // Sync mode: records still in the log's write buffer reach the file first.
+        let res = log
+            .write_pending()
+            .map(|written| written.map_or(target, |end| end.max(target)));
+        let res = match res {
+            Ok(target) if target <= from => return Ok(from),
+            Ok(target) => self
+                .faults
+                .check(IoPoint::FlushLog)
+                .map_err(|e| StoreError::Io {
+                    path: "commitlog".into(),
+                    source: e,
+                })
+                .and_then(|()| log.flush(from, target))
+                .map(|()| target),
+            Err(e) => Err(e),
+        };
         match res {
-            Ok(()) => {
+            Ok(target) => {
                 self.flushed.store(target, Ordering::SeqCst);
                 Ok(target)
             }
             Err(e) => {
-                let reason = format!("flush of log range [{from}, {target}) failed: {e}");
+                let reason = format!("flush of the log from {from} failed: {e}");
                 tracing::error!("{reason}; the store is read-only until restarted");
                 log.gate.set_read_only(reason.clone());
                 let mut w = self.waiters.lock();
@@ -137,7 +164,7 @@ impl Flusher {
             let _receiver_kept = tx.send(Err(StoreError::ShutDown));
         } else {
             w.list.push((end, tx));
-            if w.list.len() == 1 {
+            if w.list.len() == 1 || w.list.len() == w.want {
                 self.cv.notify_one();
             }
         }
@@ -165,10 +192,18 @@ impl Flusher {
                 self.fail_all(|| StoreError::ShutDown);
                 return;
             }
+            let started = Instant::now();
             let res = self.flush_to(log, log.committed());
+            let took = started.elapsed();
             on_flushed();
+            let answered = batch.len();
             Self::answer(batch, &res);
-            self.answer_covered();
+            let covered = self.answer_covered();
+            if interval.is_none() {
+                let mut w = self.waiters.lock();
+                w.expect = answered + covered;
+                w.linger = took.min(MAX_LINGER);
+            }
             if stop == Stop::Drain {
                 self.fail_all(|| StoreError::ShutDown);
                 return;
@@ -183,6 +218,17 @@ impl Flusher {
             None => {
                 while w.list.is_empty() && w.stop == Stop::Running {
                     self.cv.wait(&mut w);
+                }
+                if w.stop == Stop::Running && w.list.len() < w.expect {
+                    // Let the group that the last round answered gather (module doc).
+                    let deadline = Instant::now() + w.linger;
+                    w.want = w.expect;
+                    while w.list.len() < w.want && w.stop == Stop::Running {
+                        if self.cv.wait_until(&mut w, deadline).timed_out() {
+                            break;
+                        }
+                    }
+                    w.want = 0;
                 }
             }
             Some(t) => {
@@ -205,19 +251,23 @@ impl Flusher {
         }
     }
 
-    /// Answers waiters that registered during the last round but are already covered.
-    fn answer_covered(&self) {
+    /// Answers waiters that registered during the last round but are already covered;
+    /// returns how many.
+    fn answer_covered(&self) -> usize {
         let flushed = self.flushed();
         let mut w = self.waiters.lock();
         let mut i = 0;
+        let mut n = 0;
         while i < w.list.len() {
             if w.list[i].0 <= flushed {
                 let (_, tx) = w.list.swap_remove(i);
                 let _receiver_gone = tx.send(Ok(()));
+                n += 1;
             } else {
                 i += 1;
             }
         }
+        n
     }
 
     fn fail_all(&self, err: impl Fn() -> StoreError) {

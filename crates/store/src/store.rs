@@ -9,7 +9,7 @@ use crate::open::open_core;
 use crate::queue_registry::remove_tree;
 use crate::record::{self, Prepared, Record, FILLER_LEN};
 use crate::retention::{self, RetentionReport};
-use crate::StoreConfig;
+use crate::{FlushMode, StoreConfig};
 use parking_lot::Mutex;
 use rocketlog_common::{validate_topic, PhysicalOffset, QueueOffset};
 use std::sync::atomic::Ordering;
@@ -124,12 +124,17 @@ impl Store {
         let result = core
             .log
             .append(&prepared, &msg.topic, msg.queue_id, now_ms())?;
-        // A napping dispatcher collects appends as a batch; a large backlog cuts the nap short.
-        core.dispatch.wake.notify_or_hurry(|| {
-            core.readable_limit()
-                .saturating_sub(core.dispatch.position())
-                >= DISPATCH_HURRY
-        });
+        // Async: the record is readable now. A napping dispatcher collects appends as a batch;
+        // a large backlog cuts the nap short. Sync: it becomes readable when flushed, and the
+        // flusher wakes the dispatcher then (waking it here would cost a futex call and a
+        // context switch per append for nothing).
+        if matches!(core.config.flush_mode, FlushMode::Async { .. }) {
+            core.dispatch.wake.notify_or_hurry(|| {
+                core.readable_limit()
+                    .saturating_sub(core.dispatch.position())
+                    >= DISPATCH_HURRY
+            });
+        }
         let end = result.physical_offset.0 + u64::from(result.size);
         Ok(core.flusher.pending(result, end))
     }
