@@ -31,9 +31,18 @@ fn first_store_ts(seg: &Segment) -> Option<i64> {
 fn bytes_over_limit(core: &Core) -> u64 {
     match disk_space(&core.config.data_dir) {
         Ok(s) => {
-            let limit = (s.total as f64 * core.config.disk_use_ratio_limit) as u64;
-            let used = s.total.saturating_sub(s.available);
-            used.saturating_sub(limit)
+            // Deleting moves bytes from used to available: the capacity stays.
+            let capacity = s.used.saturating_add(s.available);
+            let limit = (capacity as f64 * core.config.disk_use_ratio_limit) as u64;
+            let over = s.used.saturating_sub(limit);
+            if over > 0 {
+                tracing::warn!(
+                    use_ratio = s.use_ratio(),
+                    limit = core.config.disk_use_ratio_limit,
+                    "disk use above the limit: deleting the oldest commit-log segments"
+                );
+            }
+            over
         }
         Err(e) => {
             tracing::warn!(error = %e, "statvfs failed; retention by disk use skipped");
