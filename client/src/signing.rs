@@ -76,7 +76,11 @@ impl Signer {
         map.insert(LANGUAGE, AsciiMetadataValue::from_static("RUST"));
         map.insert(PROTOCOL, AsciiMetadataValue::from_static("v2"));
         map.insert(CLIENT_VERSION, self.version.clone());
-        map.insert(REQUEST_ID, ascii_value(&request_id()));
+        // Unique per request: sent as a never-indexed literal, so it does not churn the
+        // HPACK dynamic table and push out the headers that repeat on every request.
+        let mut request_id = ascii_value(&request_id());
+        request_id.set_sensitive(true);
+        map.insert(REQUEST_ID, request_id);
         map.insert(NAMESPACE, self.namespace.clone());
         let date_time = format_date_time(now);
         if let Some(key) = &self.credentials {
