@@ -1,8 +1,8 @@
 //! Batched acknowledgements for the push consumer.
 //!
 //! Handlers finish one message at a time, but an `AckMessage` request can carry many entries.
-//! The acker sends a request as soon as one is allowed (a few may be in flight at once) with
-//! every ack queued by then, as a group commit does: no timer delays a lone ack, and under load
+//! The acker sends a round of requests (one per broker and topic) as soon as the previous
+//! round is answered, with every ack queued by then, as a group commit does: no timer delays a lone ack, and under load
 //! the acks that pile up while requests are in flight share the next one. Each caller still
 //! gets its own entry's result.
 
@@ -17,10 +17,13 @@ use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::message::MessageView;
 
-/// Most entries in one request (the server's limit is far higher; this bounds one failure).
-const MAX_BATCH: usize = 64;
-/// Requests in flight at once; acks queue behind them and form the next batches.
-const MAX_IN_FLIGHT: usize = 4;
+/// Most entries in one round (the broker's limit per request is 1,024; this bounds one failure).
+const MAX_BATCH: usize = 256;
+/// Rounds in flight at once; acks queue behind them and form the next round. One round (its
+/// requests to different brokers run side by side) batched best: measured with `rocketlog
+/// bench consume --kind push`, 1 round in flight gave 14 acks per request and 31-34 k msgs/s,
+/// 2 gave 6.6 and 24-27 k, 4 gave 4.2 and 24-27 k.
+const MAX_IN_FLIGHT: usize = 1;
 
 struct Pending {
     endpoints: Endpoints,
@@ -82,9 +85,8 @@ async fn run(core: Arc<ClientCore>, mut queue: mpsc::UnboundedReceiver<Pending>)
         }
         let core = core.clone();
         tokio::spawn(async move {
-            for group in by_destination(batch) {
-                flush(&core, group).await;
-            }
+            let groups = by_destination(batch);
+            futures::future::join_all(groups.into_iter().map(|g| flush(&core, g))).await;
             drop(slot);
         });
     }

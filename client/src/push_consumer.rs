@@ -425,21 +425,24 @@ async fn dispatch(
         };
         let this = inner.clone();
         inner.handlers.spawn(async move {
-            consume_standard(&this, message).await;
-            drop(permit);
+            consume_standard(&this, message, permit).await;
         });
     }
 }
 
 /// Handles one message outside FIFO mode: ack on success, nack with the policy's delay on
-/// failure.
-async fn consume_standard(inner: &Inner, mut message: MessageView) {
+/// failure. The handler slot frees as soon as the handler returns: the ack or nack goes on
+/// in the background (still tracked, so shutdown waits for it), as in the official clients.
+/// Holding the slot through the acknowledgement's round trip made the receive loops ask for
+/// small batches (11 messages per receive, 3.6 acks per request with 32 slots).
+async fn consume_standard(inner: &Inner, mut message: MessageView, slot: OwnedSemaphorePermit) {
     let ok = if message.is_corrupted() {
         tracing::warn!(message_id = %message.message_id, "corrupted message; sending it back");
         false
     } else {
         run_handler(inner, &message).await
     };
+    drop(slot);
     if ok {
         ack(inner, &message).await;
     } else {

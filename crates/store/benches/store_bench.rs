@@ -464,6 +464,11 @@ fn main() {
             tasks / one_task
         );
     }
+    if run("ct") {
+        // Only the broker-shaped Sync run (for profiling).
+        let fsync = bare_fdatasync(dir.path());
+        sync_tasks_run(dir.path(), 64, secs, fsync);
+    }
     if let (true, Some(d)) = (run("d"), burst_dir) {
         read_run(&d);
     }
