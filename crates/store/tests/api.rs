@@ -357,6 +357,42 @@ fn sync_mode_acknowledges_after_flush_and_serves_only_flushed() {
 }
 
 #[test]
+fn a_lone_sync_appender_after_a_large_group_is_still_answered() {
+    // After rounds that served many appenders the flusher waits for the group to gather
+    // again; when only one appender is left, that wait must end by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path(), 1 << 20, FlushMode::Sync)).unwrap();
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..30 {
+                    s.append(msg("G", t, format!("{t}-{i}").as_bytes()))
+                        .unwrap()
+                        .wait_durable()
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for i in 0..20u64 {
+        let p = store
+            .append(msg("L", 0, format!("{i}").as_bytes()))
+            .unwrap();
+        assert_eq!(p.wait_durable().unwrap().queue_offset, QueueOffset(i));
+    }
+    wait_dispatched(&store);
+    for q in 0..16 {
+        assert_eq!(store.queue_range("G", q).1, QueueOffset(30));
+    }
+    assert_eq!(read_all(&store, "L", 0).len(), 20);
+    store.shutdown().unwrap();
+}
+
+#[test]
 fn sync_appends_not_yet_flushed_are_unreadable_then_all_arrive_across_segments() {
     // Sync appends wait in the log's write buffer until a flush round writes them: a
     // reader never sees them early (no zeros, no torn record), and appenders that run
