@@ -132,24 +132,13 @@ async fn delayed_messages_arrive_at_their_time_and_recalled_ones_never() {
 async fn refused_delivery_times_and_topics() {
     let cluster = Cluster::start().await;
     let normal = unique("normal-only");
-    {
-        use rocketlog_proto::admin::v1 as admin;
-        let mut client =
-            admin::admin_client::AdminClient::connect(format!("http://{}", cluster.endpoint))
-                .await
-                .expect("admin connection");
-        client
-            .create_or_update_topic(admin::CreateOrUpdateTopicRequest {
-                topic: Some(admin::TopicConfig {
-                    name: normal.clone(),
-                    queue_nums: 2,
-                    perm: admin::Permission::ReadWrite as i32,
-                    message_types: vec![admin::MessageType::Normal as i32],
-                }),
-            })
-            .await
-            .expect("create topic");
-    }
+    cluster
+        .create_topic(
+            &normal,
+            2,
+            &[rocketlog_proto::admin::v1::MessageType::Normal],
+        )
+        .await;
     let producer = Producer::builder(cluster.config())
         .topics([&normal])
         .build()

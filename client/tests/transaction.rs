@@ -29,24 +29,6 @@ async fn cluster(first_check_ms: u64, max_checks: u32) -> Cluster {
     .await
 }
 
-async fn create_topic(cluster: &Cluster, name: &str, types: &[admin::MessageType]) {
-    let mut client =
-        admin::admin_client::AdminClient::connect(format!("http://{}", cluster.endpoint))
-            .await
-            .expect("admin connection");
-    client
-        .create_or_update_topic(admin::CreateOrUpdateTopicRequest {
-            topic: Some(admin::TopicConfig {
-                name: name.to_owned(),
-                queue_nums: 4,
-                perm: admin::Permission::ReadWrite as i32,
-                message_types: types.iter().map(|t| *t as i32).collect(),
-            }),
-        })
-        .await
-        .expect("create topic");
-}
-
 async fn consumer(cluster: &Cluster, topic: &str) -> SimpleConsumer {
     SimpleConsumer::builder(cluster.config(), unique("g-tx"))
         .subscribe(topic, FilterExpression::all())
@@ -89,7 +71,9 @@ async fn commit_delivers_once_and_rollback_discards() {
     // No check during this test: the client alone resolves.
     let cluster = cluster(60_000, 15).await;
     let topic = unique("t-tx");
-    create_topic(&cluster, &topic, &[admin::MessageType::Transaction]).await;
+    cluster
+        .create_topic(&topic, 4, &[admin::MessageType::Transaction])
+        .await;
     let c = consumer(&cluster, &topic).await;
     let producer = TransactionProducer::builder(cluster.config(), |_m: MessageView| async {
         TransactionResolution::Rollback
@@ -122,7 +106,9 @@ async fn commit_delivers_once_and_rollback_discards() {
 async fn open_transaction_is_checked_back_until_the_checker_commits() {
     let cluster = cluster(300, 15).await;
     let topic = unique("t-txcheck");
-    create_topic(&cluster, &topic, &[admin::MessageType::Transaction]).await;
+    cluster
+        .create_topic(&topic, 4, &[admin::MessageType::Transaction])
+        .await;
     let c = consumer(&cluster, &topic).await;
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
@@ -203,7 +189,9 @@ async fn raw_end(
 async fn unanswered_transaction_is_rolled_back_after_the_last_check() {
     let cluster = cluster(300, 2).await;
     let topic = unique("t-txmax");
-    create_topic(&cluster, &topic, &[admin::MessageType::Transaction]).await;
+    cluster
+        .create_topic(&topic, 4, &[admin::MessageType::Transaction])
+        .await;
     let c = consumer(&cluster, &topic).await;
     let calls = Arc::new(AtomicU32::new(0));
     let seen = calls.clone();
@@ -257,7 +245,9 @@ async fn unanswered_transaction_is_rolled_back_after_the_last_check() {
 async fn misuse_gets_the_proxys_error_codes() {
     let cluster = cluster(300, 15).await;
     let normal = unique("t-normal");
-    create_topic(&cluster, &normal, &[admin::MessageType::Normal]).await;
+    cluster
+        .create_topic(&normal, 4, &[admin::MessageType::Normal])
+        .await;
     let producer = TransactionProducer::builder(cluster.config(), |_m: MessageView| async {
         TransactionResolution::Rollback
     })
@@ -273,7 +263,9 @@ async fn misuse_gets_the_proxys_error_codes() {
     assert_eq!(err.code(), Some(Code::MessagePropertyConflictWithType));
 
     let topic = unique("t-txmisuse");
-    create_topic(&cluster, &topic, &[admin::MessageType::Transaction]).await;
+    cluster
+        .create_topic(&topic, 4, &[admin::MessageType::Transaction])
+        .await;
     let commit = v2::TransactionResolution::Commit;
     for bogus in ["", "nonsense", "00000000DEADBEEF"] {
         let s = raw_end(&cluster, &topic, "M", bogus, commit).await;

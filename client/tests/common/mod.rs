@@ -82,8 +82,13 @@ impl Cluster {
         ClientConfig::new(&self.endpoint).expect("client config")
     }
 
-    /// Creates a topic that accepts only FIFO messages (consumer groups of it are FIFO).
-    pub async fn create_fifo_topic(&self, name: &str, queues: u32) {
+    /// Creates (or updates) a topic through the admin API, accepting only `types`.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        queues: u32,
+        types: &[rocketlog_proto::admin::v1::MessageType],
+    ) {
         use rocketlog_proto::admin::v1 as admin;
         let mut client =
             admin::admin_client::AdminClient::connect(format!("http://{}", self.endpoint))
@@ -95,11 +100,21 @@ impl Cluster {
                     name: name.to_owned(),
                     queue_nums: queues,
                     perm: admin::Permission::ReadWrite as i32,
-                    message_types: vec![admin::MessageType::Fifo as i32],
+                    message_types: types.iter().map(|t| *t as i32).collect(),
                 }),
             })
             .await
             .expect("create topic");
+    }
+
+    /// Creates a topic that accepts only FIFO messages (consumer groups of it are FIFO).
+    pub async fn create_fifo_topic(&self, name: &str, queues: u32) {
+        self.create_topic(
+            name,
+            queues,
+            &[rocketlog_proto::admin::v1::MessageType::Fifo],
+        )
+        .await;
     }
 
     /// Polls until a producer can start (the broker has registered and serves routes).
