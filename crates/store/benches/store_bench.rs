@@ -13,7 +13,8 @@
 //! dir — keep it off tmpfs), `ROCKETLOG_BENCH_BIG_BYTES` (default 2 GiB),
 //! `ROCKETLOG_BENCH_BURST_BYTES` (default 256 MiB), `ROCKETLOG_BENCH_SYNC_SECS` (default 3),
 //! `ROCKETLOG_BENCH_PREFAULT_WINDOW` (bytes; default: the store's mode-dependent default),
-//! `ROCKETLOG_BENCH_IDLE_MS` (idle time after the first append of an async run, default 2000),
+//! `ROCKETLOG_BENCH_ZERO_FILL` (`1`/`0`: zero-fill segments prepared ahead or not; default:
+//! the store's default), `ROCKETLOG_BENCH_IDLE_MS` (idle time after the first append of an async run, default 2000),
 //! `ROCKETLOG_BENCH_ONLY` (sections to run, e.g. `b` or `a,b`; default all).
 
 use rocketlog_store::{AppendMessage, FlushMode, QueueOffset, Store, StoreConfig};
@@ -73,6 +74,9 @@ fn config(dir: &Path, mode: FlushMode) -> StoreConfig {
         prefault_window: std::env::var("ROCKETLOG_BENCH_PREFAULT_WINDOW")
             .ok()
             .and_then(|v| v.parse().ok()),
+        zero_fill_segments: std::env::var("ROCKETLOG_BENCH_ZERO_FILL")
+            .ok()
+            .map(|v| v == "1"),
         ..StoreConfig::default()
     }
 }
@@ -209,7 +213,8 @@ const SYNC_SEGMENT: u64 = 64 << 20;
 
 /// A Sync-mode store in its steady state: the first segment of an empty log is allocated on
 /// demand (the first append waits for it, so it is never zero-filled); every later one is
-/// prepared ahead and zero-filled. Fill the first segment (64 tasks) before measuring.
+/// prepared ahead (and zero-filled if asked for). Fill the first segment (64 tasks) before
+/// measuring.
 fn open_steady_sync(data: &Path) -> Store {
     let store = Store::open(StoreConfig {
         segment_size: SYNC_SEGMENT,
