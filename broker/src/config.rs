@@ -43,6 +43,9 @@ pub struct StoreSettings {
     pub retention_hours: u64,
     /// Segments are deleted early when disk use passes this ratio (default 0.85).
     pub disk_use_ratio_limit: f64,
+    /// Write commit-log segments prepared ahead with zeros before use, so Sync flushes commit
+    /// no file-system journal (default: on with `flush_mode = "sync"`, off with "async").
+    pub zero_fill_segments: Option<bool>,
 }
 
 impl Default for StoreSettings {
@@ -53,6 +56,7 @@ impl Default for StoreSettings {
             consume_queue_segment_entries: 300_000,
             retention_hours: 72,
             disk_use_ratio_limit: 0.85,
+            zero_fill_segments: None,
         }
     }
 }
@@ -348,6 +352,7 @@ impl BrokerConfig {
             consume_queue_segment_entries: self.store.consume_queue_segment_entries,
             retention: Duration::from_secs(self.store.retention_hours.saturating_mul(3600)),
             disk_use_ratio_limit: self.store.disk_use_ratio_limit,
+            zero_fill_segments: self.store.zero_fill_segments,
             ..Default::default()
         }
     }
@@ -396,6 +401,19 @@ mod tests {
         let cfg: BrokerConfig = serde_json::from_str(r#"{"flush_mode":"sync"}"#).unwrap();
         assert_eq!(cfg.flush_mode, FlushMode::Sync);
         assert!(serde_json::from_str::<BrokerConfig>(r#"{"no_such":1}"#).is_err());
+    }
+
+    #[test]
+    fn zero_fill_follows_the_flush_mode_unless_set() {
+        let parse = |json: &str| serde_json::from_str::<BrokerConfig>(json).unwrap();
+        assert!(parse(r#"{"flush_mode":"sync"}"#)
+            .store_config()
+            .effective_zero_fill());
+        assert!(!parse("{}").store_config().effective_zero_fill());
+        let off = parse(r#"{"flush_mode":"sync","store":{"zero_fill_segments":false}}"#);
+        assert!(!off.store_config().effective_zero_fill());
+        let on = parse(r#"{"store":{"zero_fill_segments":true}}"#);
+        assert!(on.store_config().effective_zero_fill());
     }
 
     #[test]
