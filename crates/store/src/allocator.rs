@@ -431,6 +431,32 @@ mod tests {
         assert!(matches!(alloc.wait_ready(8192), Err(StoreError::ShutDown)));
     }
 
+    /// A zero-filling allocator for `seg`-byte segments running on its own thread, and the
+    /// first segment, taken.
+    fn started_zero_filling(
+        seg: u64,
+    ) -> (
+        tempfile::TempDir,
+        Arc<Allocator>,
+        std::thread::JoinHandle<()>,
+        NewSegment,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let alloc = Arc::new(Allocator::new(
+            dir.path().into(),
+            seg,
+            0,
+            true,
+            FaultInjector::none(),
+        ));
+        let a2 = alloc.clone();
+        let t = std::thread::spawn(move || a2.run());
+        alloc.request(0, false);
+        alloc.wait_ready(0).unwrap();
+        let first = alloc.take_ready(0).unwrap();
+        (dir, alloc, t, first)
+    }
+
     /// Polls `f` until it holds (deadline: a hung zero-fill fails the test, it does not hang).
     fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -443,19 +469,7 @@ mod tests {
     #[test]
     fn zero_fill_follows_the_writer_and_yields_to_an_appender() {
         const SEG: u64 = 8 << 20;
-        let dir = tempfile::tempdir().unwrap();
-        let alloc = Arc::new(Allocator::new(
-            dir.path().into(),
-            SEG,
-            0,
-            true,
-            FaultInjector::none(),
-        ));
-        let a2 = alloc.clone();
-        let t = std::thread::spawn(move || a2.run());
-        alloc.request(0, false);
-        alloc.wait_ready(0).unwrap();
-        let first = alloc.take_ready(0).unwrap();
+        let (_dir, alloc, t, first) = started_zero_filling(SEG);
         alloc.set_active(first.segment.clone());
         // Nothing written yet: only the first sixteenth of the next segment is filled.
         alloc.request(SEG, true);
@@ -485,19 +499,7 @@ mod tests {
 
     #[test]
     fn a_late_waiter_does_not_recreate_a_taken_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        let alloc = Arc::new(Allocator::new(
-            dir.path().into(),
-            8192,
-            0,
-            true,
-            FaultInjector::none(),
-        ));
-        let a2 = alloc.clone();
-        let t = std::thread::spawn(move || a2.run());
-        alloc.request(0, false);
-        alloc.wait_ready(0).unwrap();
-        let seg = alloc.take_ready(0).unwrap();
+        let (_dir, alloc, t, seg) = started_zero_filling(8192);
         // Asked for ahead: zero-filled before it is handed over.
         alloc.request(8192, true);
         alloc.wait_ready(8192).unwrap();

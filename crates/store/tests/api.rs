@@ -323,23 +323,7 @@ fn sync_mode_acknowledges_after_flush_and_serves_only_flushed() {
     assert!(*store.dispatched().borrow() <= store.flushed_offset());
     assert_eq!(read_all(&store, "T", 0).len(), 50);
     // Many concurrent appenders share flushes.
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let s = store.clone();
-            std::thread::spawn(move || {
-                for i in 0..25 {
-                    let body = format!("{t}-{i}");
-                    s.append(msg("C", t, body.as_bytes()))
-                        .unwrap()
-                        .wait_durable()
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    sync_appends_from_threads(&store, "C", 8, 25);
     wait_dispatched(&store);
     for q in 0..8 {
         assert_eq!(store.queue_range("C", q).1, QueueOffset(25));
@@ -362,22 +346,7 @@ fn a_lone_sync_appender_after_a_large_group_is_still_answered() {
     // again; when only one appender is left, that wait must end by itself.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), 1 << 20, FlushMode::Sync)).unwrap();
-    let threads: Vec<_> = (0..16)
-        .map(|t| {
-            let s = store.clone();
-            std::thread::spawn(move || {
-                for i in 0..30 {
-                    s.append(msg("G", t, format!("{t}-{i}").as_bytes()))
-                        .unwrap()
-                        .wait_durable()
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    sync_appends_from_threads(&store, "G", 16, 30);
     for i in 0..20u64 {
         let p = store
             .append(msg("L", 0, format!("{i}").as_bytes()))
@@ -471,6 +440,27 @@ fn failed_flush_fails_waiters_and_makes_the_store_read_only() {
         .unwrap()
         .wait_durable()
         .unwrap();
+}
+
+/// `threads` threads, thread `t` appending `each` records to queue `t` of `topic` and waiting
+/// for each to be durable.
+fn sync_appends_from_threads(store: &Store, topic: &'static str, threads: u32, each: u32) {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..each {
+                    s.append(msg(topic, t, format!("{t}-{i}").as_bytes()))
+                        .unwrap()
+                        .wait_durable()
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
 }
 
 fn wait_dispatched_to(store: &Store, target: PhysicalOffset) {
