@@ -67,7 +67,7 @@ struct State {
     busy: Option<u64>,
     /// An appender waits for the segment being prepared: stop zero-filling it.
     urgent: Option<u64>,
-    /// Bytes of the segment being prepared already zero-filled (for tests and logs).
+    /// Bytes of the segment being prepared already zero-filled (read by the tests).
     zeroed: u64,
     ready: Option<Attempt>,
     completed: u64,
