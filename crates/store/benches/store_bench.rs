@@ -4,7 +4,9 @@
 //! - (b) Async appends of 1 KiB records from one thread: a 256 MiB burst (records/s) and a big
 //!   run (default 2 GiB) timed up to the final flush, compared with (a);
 //! - (c) Sync appends from 1, 8 and 64 threads for a bounded time, with p50/p99 latency, next
-//!   to the latency of one bare fdatasync; then 1 and 64 appenders as tokio tasks on a 2-worker
+//!   to the latency of one bare write + fdatasync of 1 and of 64 KiB (appending to a growing
+//!   file, into preallocated space and into zero-filled space: the bound of group commit
+//!   differs with each); then 1 and 64 appenders as tokio tasks on a 2-worker
 //!   runtime (how the broker drives the store); measured in the steady state, after the first
 //!   64 MiB segment (see `open_steady_sync`);
 //! - (d) sequential read of one queue through its consume queue.
@@ -169,43 +171,75 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// p50 and p99 of one `chunk`-byte write + fdatasync at the end of a file.
-fn bare_write_fdatasync(dir: &Path, chunk: usize) -> (Duration, Duration) {
+/// Where the bare write + fdatasync loops write: what each kind costs the disk differs, and
+/// the store's segments are of the last two kinds.
+#[derive(Clone, Copy)]
+enum Space {
+    /// Appending to a growing file (each flush also commits the new size).
+    Growing,
+    /// Into space reserved with fallocate, as a new segment is: the extents are still
+    /// "unwritten", so each flush also commits their conversion.
+    Preallocated,
+    /// Into space already written with zeros, as a zero-filled segment is.
+    Zeroed,
+}
+
+const BARE_ROUNDS: usize = 200;
+
+/// p50 and p99 of one `chunk`-byte write + fdatasync, `BARE_ROUNDS` times in a row.
+fn bare_write_fdatasync(dir: &Path, chunk: usize, space: Space) -> (Duration, Duration) {
+    use std::os::unix::fs::FileExt;
     let path = dir.join("fsync.bin");
-    let mut f = std::fs::File::create(&path).unwrap();
+    let f = std::fs::File::create(&path).unwrap();
+    let len = (chunk * BARE_ROUNDS) as u64;
+    match space {
+        Space::Growing => {}
+        Space::Preallocated => {
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len).unwrap();
+        }
+        Space::Zeroed => {
+            f.write_all_at(&vec![0u8; len as usize], 0).unwrap();
+        }
+    }
+    f.sync_all().unwrap();
     let buf = vec![1u8; chunk];
-    let mut lat = Vec::new();
-    for _ in 0..200 {
+    let mut lat = Vec::with_capacity(BARE_ROUNDS);
+    for i in 0..BARE_ROUNDS {
         let t = Instant::now();
-        f.write_all(&buf).unwrap();
+        f.write_all_at(&buf, (i * chunk) as u64).unwrap();
         f.sync_data().unwrap();
         lat.push(t.elapsed());
     }
+    drop(f);
     std::fs::remove_file(&path).unwrap();
     lat.sort();
     (percentile(&lat, 0.5), percentile(&lat, 0.99))
 }
 
 /// The disk's own numbers for (c): one record per fdatasync, and the best any group commit
-/// of 64 one-record appenders could do (64 records per fdatasync, nothing else).
+/// of 64 one-record appenders could do (64 records per fdatasync, nothing else), for each
+/// kind of space. Returns the growing-file 1 KiB figures, the reference for latency.
 fn bare_fdatasync(dir: &Path) -> (Duration, Duration) {
-    let (p50, p99) = bare_write_fdatasync(dir, RECORD);
-    let (g50, g99) = bare_write_fdatasync(dir, 64 * RECORD);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "(c) bare 1 KiB write+fdatasync  p50 {:>8.3} ms  p99 {:>8.3} ms",
-        ms(p50),
-        ms(p99)
-    );
-    println!(
-        "(c) bare 64 KiB write+fdatasync p50 {:>8.3} ms  p99 {:>8.3} ms: 64 appenders can reach at most {:.1}x one (64 x {:.3} / {:.3})",
-        ms(g50),
-        ms(g99),
-        64.0 * p50.as_secs_f64() / g50.as_secs_f64(),
-        ms(p50),
-        ms(g50)
-    );
-    (p50, p99)
+    let mut reference = None;
+    for (space, name) in [
+        (Space::Growing, "growing file"),
+        (Space::Preallocated, "preallocated"),
+        (Space::Zeroed, "zero-filled"),
+    ] {
+        let (p50, p99) = bare_write_fdatasync(dir, RECORD, space);
+        let (g50, g99) = bare_write_fdatasync(dir, 64 * RECORD, space);
+        println!(
+            "(c) bare write+fdatasync, {name:<12}  1 KiB p50 {:>6.3} p99 {:>6.3} ms, 64 KiB p50 {:>6.3} p99 {:>6.3} ms: 64 appenders can reach at most {:.1}x one",
+            ms(p50),
+            ms(p99),
+            ms(g50),
+            ms(g99),
+            64.0 * p50.as_secs_f64() / g50.as_secs_f64(),
+        );
+        reference.get_or_insert((p50, p99));
+    }
+    reference.unwrap_or_default()
 }
 
 /// Segment size of the Sync runs: small enough to fill quickly before measuring.
