@@ -147,6 +147,11 @@ pub struct BrokerConfig {
     pub route_cache_ms: u64,
     /// On shutdown, how long in-flight requests may take to finish, ms (default 10 000).
     pub shutdown_grace_ms: u64,
+    /// Requests (HTTP/2 streams) one client connection may have open at once (default 10 000).
+    /// Clients that share a connection (the Rust SDK's default) keep their long polls and
+    /// Telemetry streams open on it, so a low limit would make one client's sends wait for
+    /// another's polls; further requests wait in the client for a free stream, not fail.
+    pub max_concurrent_streams: u32,
     /// Transactional messages: check-back timing and policy.
     pub transaction: crate::transaction::TransactionSettings,
     /// Delayed messages: furthest delay, timer buckets and checkpoints.
@@ -173,6 +178,7 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 30_000,
             route_cache_ms: 3_000,
             shutdown_grace_ms: 10_000,
+            max_concurrent_streams: crate::transport::DEFAULT_MAX_CONCURRENT_STREAMS,
             transaction: Default::default(),
             timer: Default::default(),
         }
@@ -247,6 +253,9 @@ impl BrokerConfig {
         self.validate_receive()?;
         if self.heartbeat_interval_ms == 0 {
             return Err(invalid("heartbeat_interval_ms", "must be positive"));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(invalid("max_concurrent_streams", "must be positive"));
         }
         if let Some((field, reason)) = self.transaction.invalid_field() {
             return Err(invalid(field, reason));
@@ -453,6 +462,13 @@ mod tests {
                     ..Default::default()
                 },
                 "broker_name",
+            ),
+            (
+                BrokerConfig {
+                    max_concurrent_streams: 0,
+                    ..Default::default()
+                },
+                "max_concurrent_streams",
             ),
         ];
         for (cfg, field) in cases {

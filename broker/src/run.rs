@@ -217,6 +217,7 @@ async fn serve(
         }
     };
     Transport::new(Some(tls_config), grace)
+        .max_concurrent_streams(broker.config.max_concurrent_streams)
         .serve(listener, service_routes, stopping)
         .await;
 

@@ -30,6 +30,8 @@ use tower::ServiceExt;
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// A connection that sends nothing (or does not finish its TLS handshake) this long is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent streams per connection unless configured (`broker.max_concurrent_streams`).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -45,6 +47,7 @@ pub enum ConnectionKind {
 pub struct Transport {
     tls: Option<TlsAcceptor>,
     grace: Duration,
+    max_concurrent_streams: u32,
 }
 
 impl std::fmt::Debug for Transport {
@@ -52,6 +55,7 @@ impl std::fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("tls", &self.tls.is_some())
             .field("grace", &self.grace)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
             .finish()
     }
 }
@@ -62,7 +66,14 @@ impl Transport {
         Transport {
             tls: tls.map(TlsAcceptor::from),
             grace,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
         }
+    }
+
+    /// Streams one connection may have open at once (hyper's own default is 200).
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.max_concurrent_streams = max;
+        self
     }
 
     /// Serves `routes` on `listener` until `shutdown` resolves, then drains connections as
@@ -86,6 +97,7 @@ impl Transport {
                             tls: self.tls.clone(),
                             routes: routes.clone(),
                             stop: stop_rx.clone(),
+                            max_concurrent_streams: self.max_concurrent_streams,
                         };
                         connections.spawn(conn.run(stream, peer));
                     }
@@ -118,6 +130,7 @@ struct Connection {
     tls: Option<TlsAcceptor>,
     routes: Routes,
     stop: watch::Receiver<bool>,
+    max_concurrent_streams: u32,
 }
 
 impl Connection {
@@ -164,6 +177,7 @@ impl Connection {
         builder
             .http2()
             .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
             .keep_alive_interval(Some(Duration::from_secs(60)))
             .keep_alive_timeout(Duration::from_secs(20));
         let conn = builder.serve_connection(TokioIo::new(io), service);

@@ -30,16 +30,18 @@ async fn check(channel: Channel) -> ServingStatus {
     ServingStatus::try_from(resp.status).unwrap()
 }
 
-#[tokio::test]
-async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
+/// A running transport serving the health service on a fresh port.
+struct Serving {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn serve(transport: Transport) -> Serving {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let transport = Transport::new(
-        Some(tls::server_config(None, &[]).unwrap()),
-        Duration::from_secs(5),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         transport
             .serve(listener, Routes::new(health), async {
@@ -47,6 +49,16 @@ async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
             })
             .await
     });
+    Serving { addr, stop, server }
+}
+
+#[tokio::test]
+async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
+    let Serving { addr, stop, server } = serve(Transport::new(
+        Some(tls::server_config(None, &[]).unwrap()),
+        Duration::from_secs(5),
+    ))
+    .await;
 
     let plain = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -57,7 +69,7 @@ async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
     let secure = tls_channel(addr).await;
     assert_eq!(check(secure).await, ServingStatus::Serving);
 
-    stop_tx.send(()).unwrap();
+    stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("server drains within the grace period")
@@ -68,18 +80,7 @@ async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
 
 #[tokio::test]
 async fn plaintext_only_port_closes_tls_handshakes() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let transport = Transport::new(None, Duration::from_secs(1));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        transport
-            .serve(listener, Routes::new(health), async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let Serving { addr, stop, server } = serve(Transport::new(None, Duration::from_secs(1))).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let res = tokio_rustls::TlsConnector::from(Arc::new(accept_any_config()))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -91,6 +92,27 @@ async fn plaintext_only_port_closes_tls_handshakes() {
         .await
         .unwrap();
     assert_eq!(check(plain).await, ServingStatus::Serving);
-    stop_tx.send(()).unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_announce_the_configured_stream_limit() {
+    let transport = Transport::new(None, Duration::from_secs(1)).max_concurrent_streams(7);
+    let Serving { addr, stop, server } = serve(transport).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send_request, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // The limit arrives in the server's SETTINGS frame, read while the connection is driven.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connection.max_concurrent_send_streams() != 7 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "limit still {}",
+            connection.max_concurrent_send_streams()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(10), &mut connection).await;
+    }
+    drop((send_request, connection));
+    stop.send(()).unwrap();
     server.await.unwrap();
 }
