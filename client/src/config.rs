@@ -37,6 +37,7 @@ pub struct ClientConfig {
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) request_timeout: Duration,
     pub(crate) route_refresh_interval: Duration,
+    pub(crate) share_connections: bool,
 }
 
 impl ClientConfig {
@@ -76,6 +77,12 @@ impl ClientConfig {
     pub fn tls_enabled(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// Whether this client shares its connections with the other clients of the process (see
+    /// [`ClientConfigBuilder::share_connections`]).
+    pub fn shares_connections(&self) -> bool {
+        self.share_connections
+    }
 }
 
 /// Builds a [`ClientConfig`]; see there for an example.
@@ -87,6 +94,7 @@ pub struct ClientConfigBuilder {
     tls: Option<TlsConfig>,
     request_timeout: Option<Duration>,
     route_refresh_interval: Option<Duration>,
+    dedicated_connections: bool,
 }
 
 impl ClientConfigBuilder {
@@ -132,6 +140,26 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Whether clients share connections (default `true`).
+    ///
+    /// By default every client of the process made with the same access point and TLS
+    /// settings, on the same tokio runtime, sends its requests to a broker over one shared
+    /// HTTP/2 connection, each request on its own stream, as gRPC's C core shares connections
+    /// between channels with equal settings. 64 producers with one send each then cost the
+    /// broker and the process about what one producer with 64 sends in flight costs; each on
+    /// its own connection costs a socket read and write per message on both sides. Credentials
+    /// and namespace travel with each request, so clients with different ones still share.
+    ///
+    /// `false` gives the client connections of its own: for an access point behind a
+    /// TCP load balancer that should spread clients over several servers, or a server that
+    /// allows few concurrent streams per connection (rocketlog allows
+    /// `broker.max_concurrent_streams`, 10,000 by default), where long polls of some
+    /// clients could hold the streams others need.
+    pub fn share_connections(mut self, share: bool) -> Self {
+        self.dedicated_connections = !share;
+        self
+    }
+
     /// Checks the settings and builds the configuration.
     pub fn build(self) -> Result<ClientConfig, Error> {
         let spec = self
@@ -167,6 +195,7 @@ impl ClientConfigBuilder {
             tls,
             request_timeout,
             route_refresh_interval,
+            share_connections: !self.dedicated_connections,
         })
     }
 }
@@ -263,7 +292,7 @@ impl fmt::Debug for Credentials {
 /// # let _ = verified;
 /// # Ok::<(), rocketlog_client::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TlsConfig {
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) ca_file: Option<PathBuf>,

@@ -1,16 +1,19 @@
-//! Channels and calls: one HTTP/2 channel per endpoint, shared by every call to it, and a
-//! signed, time-limited, traced request around each RPC.
+//! Channels and calls: one HTTP/2 channel per endpoint, shared by every call to it (and by
+//! default by every client of the process on the same runtime with the same connection
+//! settings), and a signed, time-limited, traced request around each RPC.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use rocketlog_proto::v2::messaging_service_client::MessagingServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, TlsConfig};
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::signing::Signer;
@@ -25,13 +28,33 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest message accepted from a server (batches of large messages; the proxy allows 130 MiB).
 const MAX_DECODING: usize = 256 * 1024 * 1024;
 
-/// The channels of one client. Channels are made lazily and live as long as the client.
+/// The channels of one client. Channels are made lazily and live as long as the client, or,
+/// when shared, as long as any client using them.
 #[derive(Debug)]
 pub(crate) struct Rpc {
     config: ClientConfig,
     signer: Signer,
-    stubs: DashMap<Endpoints, Stub>,
+    /// Each stub with the channel it was made from: holding the `Arc` keeps a shared channel
+    /// in the process-wide table.
+    stubs: DashMap<Endpoints, (Stub, Arc<Channel>)>,
     accept_any: OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+/// What makes two clients' channels to a broker interchangeable. A channel's connection task
+/// runs on the runtime that made it, so clients on other runtimes (e.g. one per test) get
+/// their own; credentials and namespace are per request and not part of it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ChannelKey {
+    runtime: tokio::runtime::Id,
+    endpoints: Endpoints,
+    tls: Option<TlsConfig>,
+}
+
+/// The channels in use in this process by clients that share connections. Entries die with
+/// the last client holding them and are swept when a channel is added.
+fn shared_channels() -> &'static Mutex<HashMap<ChannelKey, Weak<Channel>>> {
+    static SHARED: OnceLock<Mutex<HashMap<ChannelKey, Weak<Channel>>>> = OnceLock::new();
+    SHARED.get_or_init(Default::default)
 }
 
 impl Rpc {
@@ -52,15 +75,43 @@ impl Rpc {
     /// The stub for `endpoints`, making its channel on first use. Cloning a stub is cheap and
     /// all clones share one connection.
     pub(crate) fn stub(&self, endpoints: &Endpoints) -> Result<Stub, Error> {
-        if let Some(stub) = self.stubs.get(endpoints) {
-            return Ok(stub.clone());
+        if let Some(entry) = self.stubs.get(endpoints) {
+            return Ok(entry.0.clone());
         }
         let channel = self.channel(endpoints)?;
-        let stub = MessagingServiceClient::new(channel).max_decoding_message_size(MAX_DECODING);
-        Ok(self.stubs.entry(endpoints.clone()).or_insert(stub).clone())
+        let stub = MessagingServiceClient::new(Channel::clone(&channel))
+            .max_decoding_message_size(MAX_DECODING);
+        Ok(self
+            .stubs
+            .entry(endpoints.clone())
+            .or_insert((stub, channel))
+            .0
+            .clone())
     }
 
-    fn channel(&self, endpoints: &Endpoints) -> Result<Channel, Error> {
+    /// The channel to `endpoints`: the one other clients of this runtime already use with the
+    /// same settings, or a new one (registered for them unless this client opted out).
+    fn channel(&self, endpoints: &Endpoints) -> Result<Arc<Channel>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let Some(runtime) = runtime.filter(|_| self.config.share_connections) else {
+            return Ok(Arc::new(self.new_channel(endpoints)?));
+        };
+        let key = ChannelKey {
+            runtime: runtime.id(),
+            endpoints: endpoints.clone(),
+            tls: self.config.tls.clone(),
+        };
+        let mut shared = shared_channels().lock();
+        if let Some(channel) = shared.get(&key).and_then(Weak::upgrade) {
+            return Ok(channel);
+        }
+        let channel = Arc::new(self.new_channel(endpoints)?);
+        shared.retain(|_, c| c.strong_count() > 0);
+        shared.insert(key, Arc::downgrade(&channel));
+        Ok(channel)
+    }
+
+    fn new_channel(&self, endpoints: &Endpoints) -> Result<Channel, Error> {
         let connect_error = |source| Error::Connect {
             source,
             endpoint: endpoints.to_string(),

@@ -14,6 +14,7 @@ use rocketlog_proto::v2;
 use rocketlog_proto::v2::messaging_service_server::{MessagingService, MessagingServiceServer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -32,6 +33,8 @@ struct Fake {
     ends: mpsc::UnboundedSender<v2::EndTransactionRequest>,
     /// Writer of the last Telemetry stream, to push server commands.
     telemetry: Mutex<Option<mpsc::Sender<Result<v2::TelemetryCommand, Status>>>>,
+    /// TCP connections accepted so far.
+    connections: Arc<AtomicUsize>,
 }
 
 fn ok() -> Option<v2::Status> {
@@ -309,12 +312,18 @@ async fn start(failing_sends: usize, fail_code: v2::Code) -> Running {
         settings: Mutex::default(),
         ends: ends_tx,
         telemetry: Mutex::default(),
+        connections: Arc::default(),
     });
     let service = MessagingServiceServer::from_arc(fake.clone());
+    let accepted = Arc::clone(&fake.connections);
+    let incoming = TcpListenerStream::new(listener).map(move |conn| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        conn
+    });
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming(incoming)
             .await;
     });
     Running {
@@ -574,4 +583,87 @@ async fn recall_message_names_topic_and_handle() {
         .count();
     assert_eq!(recalls, 2, "the empty handle never left the client");
     producer.shutdown().await;
+}
+
+/// The access key and client id each call carried, in order.
+fn callers(fake: &Fake) -> Vec<(String, String)> {
+    fake.calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, headers)| {
+            let get = |k: &str| {
+                headers
+                    .iter()
+                    .find(|(h, _)| h == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let auth = get("authorization");
+            let key = auth
+                .split("Credential=")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .unwrap_or("")
+                .to_owned();
+            (key, get("x-mq-client-id"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_share_one_connection_unless_told_not_to() {
+    let server = start(0, v2::Code::Ok).await;
+    let accepted = || server.fake.connections.load(Ordering::SeqCst);
+    let config = |key: &str| {
+        ClientConfig::builder()
+            .access_point(&server.endpoint)
+            .credentials(Credentials::new(key, "SK"))
+    };
+    // A producer that has sent one message.
+    let sending = |config: ClientConfig| async move {
+        let p = Producer::builder(config)
+            .topics(["t"])
+            .build()
+            .await
+            .unwrap();
+        p.send(Message::builder("t").body("x").build().unwrap())
+            .await
+            .unwrap();
+        p
+    };
+
+    // Three producers with different credentials: one connection, each call signed by its own
+    // client.
+    let mut shared = Vec::new();
+    for key in ["AK1", "AK2", "AK3"] {
+        shared.push(sending(config(key).build().unwrap()).await);
+    }
+    assert_eq!(accepted(), 1);
+    let callers = callers(&server.fake);
+    let mut ids_per_key = std::collections::HashMap::new();
+    for (key, id) in &callers {
+        ids_per_key
+            .entry(key.clone())
+            .or_insert_with(std::collections::HashSet::new)
+            .insert(id.clone());
+    }
+    assert_eq!(ids_per_key.len(), 3, "{callers:?}");
+    assert!(
+        ids_per_key.values().all(|ids| ids.len() == 1),
+        "{callers:?}"
+    );
+
+    // A producer that opts out connects on its own.
+    let own = sending(config("AK4").share_connections(false).build().unwrap()).await;
+    assert_eq!(accepted(), 2);
+
+    // Once every sharing client is gone, the next one connects anew.
+    for producer in shared {
+        producer.shutdown().await;
+    }
+    let later = sending(config("AK5").build().unwrap()).await;
+    assert_eq!(accepted(), 3);
+    later.shutdown().await;
+    own.shutdown().await;
 }

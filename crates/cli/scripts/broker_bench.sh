@@ -23,6 +23,7 @@ for mode in async sync; do
   sleep 3
   echo "=== $mode: idle RSS $(rss $pid) (anonymous $(anon $pid))"
   for args in "--producers 1 --concurrency 1" "--producers 64 --concurrency 1" \
+      "--producers 64 --concurrency 1 --dedicated-connections" \
       "--producers 1 --concurrency 64" "--producers 64 --concurrency 1 --batch 16" \
       "--producers 64 --concurrency 1 --batch 32"; do
     ( sleep 6; echo "    RSS under load ($args): $(rss $pid) (anonymous $(anon $pid))" ) &

@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Hide the progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Give every client its own connections instead of sharing one per broker
+    /// (`ClientConfigBuilder::share_connections(false)`).
+    #[arg(long, global = true)]
+    dedicated_connections: bool,
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -48,7 +52,8 @@ enum BenchCommand {
 
 #[derive(Debug, Args)]
 struct ProduceArgs {
-    /// Separate Producer instances (each with its own connections and session).
+    /// Separate Producer instances (each with its own session and route cache; they share
+    /// connections unless `--dedicated-connections`).
     #[arg(long, default_value_t = 1)]
     producers: usize,
     /// Sends in flight per producer.
@@ -209,7 +214,11 @@ fn body(size: usize) -> Bytes {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let config = ClientConfig::new(&args.endpoint).context("client configuration")?;
+    let config = ClientConfig::builder()
+        .access_point(&args.endpoint)
+        .share_connections(!args.dedicated_connections)
+        .build()
+        .context("client configuration")?;
     let deadline = Duration::from_secs(args.duration);
     match args.command {
         BenchCommand::Produce(p) => {
@@ -220,8 +229,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             meter.stop.store(true, Ordering::Relaxed);
             let _ = bar.await;
             println!(
-                "produce: {} producer(s) x {} in flight, batch {}, {} B bodies",
-                p.producers, p.concurrency, p.batch, args.size
+                "produce: {} producer(s) x {} in flight, batch {}, {} B bodies, {} connections",
+                p.producers,
+                p.concurrency,
+                p.batch,
+                args.size,
+                if args.dedicated_connections {
+                    "dedicated"
+                } else {
+                    "shared"
+                }
             );
             meter.summary("produce", elapsed);
         }
