@@ -22,6 +22,8 @@ for mode in async sync; do
   for _ in $(seq 100); do grep -q ready "$D-$mode.out" 2>/dev/null && break; sleep 0.1; done
   sleep 3
   echo "=== $mode: idle RSS $(rss $pid) (anonymous $(anon $pid))"
+  # Warm-up, not reported: the first seconds of load also fault in the log's first pages.
+  "$B" bench --endpoint $CLIENT --topic Bench-$mode --duration 3 --quiet produce >/dev/null 2>&1
   for args in "--producers 1 --concurrency 1" "--producers 64 --concurrency 1" \
       "--producers 64 --concurrency 1 --dedicated-connections" \
       "--producers 1 --concurrency 64" "--producers 64 --concurrency 1 --batch 16" \
@@ -34,6 +36,14 @@ for mode in async sync; do
     wait $sampler
   done
   if [ $mode = async ]; then
+    # One Producer with 64 in flight against 64 Producers, alternating (A B B A) so that
+    # drift of the machine during the run does not favour either shape.
+    for args in "--producers 1 --concurrency 64" "--producers 64 --concurrency 1" \
+        "--producers 64 --concurrency 1" "--producers 1 --concurrency 64"; do
+      # shellcheck disable=SC2086
+      echo "--- $mode alternating $args: $("$B" bench --endpoint $CLIENT --topic Bench-$mode \
+        --duration 10 --quiet produce $args 2>&1 | grep -o '[0-9]* msgs/s')"
+    done
     echo "--- $mode consume push (preload 200000)"
     "$B" bench --endpoint $CLIENT --topic Cons-$mode --duration 30 --quiet consume --kind push --preload 200000 2>&1 | tail -6
   fi
