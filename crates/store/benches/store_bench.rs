@@ -8,7 +8,8 @@
 //!   file, into preallocated space and into zero-filled space: the bound of group commit
 //!   differs with each); then 1 and 64 appenders as tokio tasks on a 2-worker
 //!   runtime (how the broker drives the store); measured in the steady state, after the first
-//!   64 MiB segment (see `open_steady_sync`);
+//!   64 MiB segment (see `open_steady_sync`), and single appenders both in a segment
+//!   zero-filled under earlier load and in one a light load left merely allocated;
 //! - (d) sequential read of one queue through its consume queue.
 //!
 //! Environment: `ROCKETLOG_BENCH_DIR` (parent of the temp data dir; default the target's tmp
@@ -247,16 +248,44 @@ fn bare_fdatasync(dir: &Path) -> (Duration, Duration) {
 /// Segment size of the Sync runs: small enough to fill quickly before measuring.
 const SYNC_SEGMENT: u64 = 64 << 20;
 
+/// What a store went through before a measured Sync run: it decides whether the segment
+/// being written was zero-filled, since the allocator fills only while flushes carry more than
+/// a page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// Loaded by 64 appenders: the segment was zero-filled ahead (a loaded store's steady state).
+    Loaded,
+    /// Light load all along: the segment is merely allocated (a lone appender's steady state;
+    /// prepared with the filling off, then reopened with the configured default).
+    Light,
+}
+
+impl History {
+    fn label(self) -> &'static str {
+        match self {
+            History::Loaded => "",
+            History::Light => " (light)",
+        }
+    }
+}
+
 /// A Sync-mode store in its steady state: the first segment of an empty log is allocated on
 /// demand (the first append waits for it, so it is never zero-filled); every later one is
-/// prepared ahead (and zero-filled if asked for). Fill the first segment (64 tasks) before
-/// measuring.
-fn open_steady_sync(data: &Path) -> Store {
-    let store = Store::open(StoreConfig {
+/// prepared ahead (and zero-filled if asked for and it pays). Fill the first segment (64
+/// tasks) before measuring; see [`History`].
+fn open_steady_sync(data: &Path, history: History) -> Store {
+    let steady = StoreConfig {
         segment_size: SYNC_SEGMENT,
         ..config(data, FlushMode::Sync)
-    })
-    .unwrap();
+    };
+    let prefill = StoreConfig {
+        zero_fill_segments: match history {
+            History::Loaded => steady.zero_fill_segments,
+            History::Light => Some(false),
+        },
+        ..steady.clone()
+    };
+    let store = Store::open(prefill).unwrap();
     let body = Arc::new(body_for_record());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -280,12 +309,22 @@ fn open_steady_sync(data: &Path) -> Store {
             t.await.unwrap();
         }
     });
+    if history == History::Light {
+        store.shutdown().unwrap();
+        return Store::open(steady).unwrap();
+    }
     store
 }
 
-fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) -> f64 {
-    let data = dir.join(format!("sync{threads}"));
-    let store = open_steady_sync(&data);
+fn sync_run(
+    dir: &Path,
+    threads: usize,
+    secs: u64,
+    fsync: (Duration, Duration),
+    history: History,
+) -> f64 {
+    let data = dir.join(format!("sync{threads}{}", history.label().len()));
+    let store = open_steady_sync(&data, history);
     let body = Arc::new(body_for_record());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -323,14 +362,15 @@ fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) 
     let n = lat.len() as u64;
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
     println!(
-        "(c) sync {threads:>2} appenders  {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99)",
+        "(c) sync {threads:>2} appenders  {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99){}",
         d.as_secs_f64(),
         rate(n, d),
         (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
         p99.as_secs_f64() / fsync.0.as_secs_f64(),
-        p99.as_secs_f64() / fsync.1.as_secs_f64()
+        p99.as_secs_f64() / fsync.1.as_secs_f64(),
+        history.label()
     );
     rate(n, d)
 }
@@ -339,7 +379,7 @@ fn sync_run(dir: &Path, threads: usize, secs: u64, fsync: (Duration, Duration)) 
 /// carries exactly `batch` records, with no wake-ups between rounds.
 fn sync_batch_run(dir: &Path, batch: usize, secs: u64) -> f64 {
     let data = dir.join(format!("syncbatch{batch}"));
-    let store = open_steady_sync(&data);
+    let store = open_steady_sync(&data, History::Loaded);
     let body = body_for_record();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -374,9 +414,15 @@ fn sync_batch_run(dir: &Path, batch: usize, secs: u64) -> f64 {
 
 /// (c) as the broker drives the store: `tasks` tokio tasks on a 2-worker runtime, each
 /// appending and awaiting durability, so a group commit wakes tasks, not OS threads.
-fn sync_tasks_run(dir: &Path, tasks: usize, secs: u64, fsync: (Duration, Duration)) -> f64 {
-    let data = dir.join(format!("tasks{tasks}"));
-    let store = open_steady_sync(&data);
+fn sync_tasks_run(
+    dir: &Path,
+    tasks: usize,
+    secs: u64,
+    fsync: (Duration, Duration),
+    history: History,
+) -> f64 {
+    let data = dir.join(format!("tasks{tasks}{}", history.label().len()));
+    let store = open_steady_sync(&data, history);
     let body = Arc::new(body_for_record());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -419,14 +465,15 @@ fn sync_tasks_run(dir: &Path, tasks: usize, secs: u64, fsync: (Duration, Duratio
     let n = lat.len() as u64;
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
     println!(
-        "(c) sync {tasks:>2} tokio tasks {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99)",
+        "(c) sync {tasks:>2} tokio tasks {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99){}",
         d.as_secs_f64(),
         rate(n, d),
         (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
         p99.as_secs_f64() / fsync.0.as_secs_f64(),
-        p99.as_secs_f64() / fsync.1.as_secs_f64()
+        p99.as_secs_f64() / fsync.1.as_secs_f64(),
+        history.label()
     );
     rate(n, d)
 }
@@ -487,28 +534,37 @@ fn main() {
         std::fs::remove_dir_all(&big_dir).unwrap();
     }
     if run("c") {
+        use History::{Light, Loaded};
         let fsync = bare_fdatasync(dir.path());
-        let one = sync_run(dir.path(), 1, secs, fsync);
-        sync_run(dir.path(), 8, secs, fsync);
-        let many = sync_run(dir.path(), 64, secs, fsync);
-        println!("(c) 64 appender threads / 1 appender = {:.1}x", many / one);
+        let one = sync_run(dir.path(), 1, secs, fsync, Loaded);
+        let one_light = sync_run(dir.path(), 1, secs, fsync, Light);
+        sync_run(dir.path(), 8, secs, fsync, Loaded);
+        let many = sync_run(dir.path(), 64, secs, fsync, Loaded);
+        println!(
+            "(c) 64 appender threads / 1 appender = {:.1}x (/ 1 appender, light = {:.1}x)",
+            many / one,
+            many / one_light
+        );
         let grouped = sync_batch_run(dir.path(), 64, secs);
         println!(
             "(c) 1 appender with 64 records per fsync / 1 appender = {:.1}x",
             grouped / one
         );
-        let one_task = sync_tasks_run(dir.path(), 1, secs, fsync);
-        let tasks = sync_tasks_run(dir.path(), 64, secs, fsync);
+        let one_task = sync_tasks_run(dir.path(), 1, secs, fsync, Loaded);
+        let one_task_light = sync_tasks_run(dir.path(), 1, secs, fsync, Light);
+        let tasks = sync_tasks_run(dir.path(), 64, secs, fsync, Loaded);
         println!(
-            "(c) 64 tokio tasks / 1 appender thread = {:.1}x (/ 1 task = {:.1}x)",
+            "(c) 64 tokio tasks / 1 appender thread = {:.1}x (light {:.1}x; / 1 task = {:.1}x, light {:.1}x)",
             tasks / one,
-            tasks / one_task
+            tasks / one_light,
+            tasks / one_task,
+            tasks / one_task_light
         );
     }
     if run("ct") {
         // Only the broker-shaped Sync run (for profiling).
         let fsync = bare_fdatasync(dir.path());
-        sync_tasks_run(dir.path(), 64, secs, fsync);
+        sync_tasks_run(dir.path(), 64, secs, fsync, History::Loaded);
     }
     if let (true, Some(d)) = (run("d"), burst_dir) {
         read_run(&d);

@@ -8,6 +8,13 @@
 //! and an appender that needs the segment stops the filling at the next step boundary (the
 //! rest stays merely allocated: correct, only slower to flush).
 //!
+//! The filling runs only while it pays: while the log's flushes carry more than a page on
+//! average (several appenders share each group commit, or records are large), where a flush
+//! into zero-filled space saves the most. A lone appender of small records flushes one page
+//! at a time, gains little from the zeros and would see every step that lands during its
+//! fsync as a latency spike; the filling then pauses, and if the writer gets half-way through
+//! its segment meanwhile, the new segment is handed over as it is.
+//!
 //! The same thread keeps a window of the log ahead of the write position pre-faulted for
 //! writing (MADV_POPULATE_WRITE), so appends copy into pages that are already mapped: a
 //! first-touch page fault on a shared file mapping costs microseconds, several times the cost
@@ -28,6 +35,7 @@ use crate::mmap::{FileWriter, MappedFile};
 use crate::segment::{file_name, Segment};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +65,10 @@ const ZERO_STEP: usize = 256 << 10;
 /// doubling while the writer stays put (an idle store checks rarely).
 const ZERO_IDLE_FIRST: Duration = Duration::from_millis(5);
 const ZERO_IDLE_MAX: Duration = Duration::from_millis(100);
+
+/// Zero-fill only while the log's flushes average more than this many bytes (one page: below
+/// it every flush writes a single page whatever the space, see the module doc).
+const FILL_MIN_FLUSH_BYTES: u64 = 4096;
 
 #[derive(Debug, Default)]
 struct State {
@@ -112,6 +124,9 @@ pub(crate) struct Allocator {
     segment_size: u64,
     prefault_window: u64,
     zero_fill: bool,
+    /// Moving average of the bytes per log flush (weight 1/8 for the newest); written only
+    /// by the flusher thread.
+    flush_bytes: AtomicU64,
     faults: FaultInjector,
     state: Mutex<State>,
     cv: Condvar,
@@ -130,6 +145,7 @@ impl Allocator {
             segment_size,
             prefault_window,
             zero_fill,
+            flush_bytes: AtomicU64::new(0),
             faults,
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
@@ -226,6 +242,19 @@ impl Allocator {
             st.prefault_target = target;
             self.cv.notify_all();
         }
+    }
+
+    /// The log flushed `bytes` in one round (called by the flusher thread only): feeds the
+    /// average that decides whether zero-filling pays.
+    pub(crate) fn note_flush(&self, bytes: u64) {
+        let avg = self.flush_bytes.load(Ordering::Relaxed);
+        let avg = (avg.saturating_mul(7)).saturating_add(bytes) / 8;
+        self.flush_bytes.store(avg, Ordering::Relaxed);
+    }
+
+    /// Whether zero-filling pays now (module doc).
+    fn fill_pays(&self) -> bool {
+        self.flush_bytes.load(Ordering::Relaxed) > FILL_MIN_FLUSH_BYTES
     }
 
     /// Ends [`Allocator::run`] and fails every waiter with `ShutDown`.
@@ -336,8 +365,12 @@ impl Allocator {
                 st = self.prefault_step(st);
                 continue;
             }
-            if done >= zero_target(&st, len) {
-                // A timer, not synchronization: re-reads the writer's progress.
+            let pays = self.fill_pays();
+            if !pays && written_share(&st) >= 0.5 {
+                break; // hand it over as it is (module doc)
+            }
+            if !pays || done >= zero_target(&st, len) {
+                // A timer, not synchronization: re-reads the writer's progress and load.
                 self.cv.wait_for(&mut st, idle);
                 idle = (idle * 2).min(ZERO_IDLE_MAX);
                 continue;
@@ -377,12 +410,16 @@ impl Allocator {
 /// written share of the active segment plus a sixteenth (all of it when nothing is active),
 /// so the filling ends when the writer is about half-way and runs no faster than needed.
 fn zero_target(st: &State, len: usize) -> usize {
-    let Some(active) = &st.active else {
-        return len;
-    };
-    let written = active.file.published() as f64 / active.file.len().max(1) as f64;
-    let share = (2.0 * written + 1.0 / 16.0).min(1.0);
+    let share = (2.0 * written_share(st) + 1.0 / 16.0).min(1.0);
     (share * len as f64) as usize
+}
+
+/// Written share of the active segment (1 when nothing is active).
+fn written_share(st: &State) -> f64 {
+    match &st.active {
+        Some(active) => active.file.published() as f64 / active.file.len().max(1) as f64,
+        None => 1.0,
+    }
 }
 
 /// Removes a prepared segment nobody will use (only when the wanted base changed).
@@ -449,6 +486,8 @@ mod tests {
             true,
             FaultInjector::none(),
         ));
+        // Flushes of several pages: the filling pays.
+        alloc.note_flush(64 << 10);
         let a2 = alloc.clone();
         let t = std::thread::spawn(move || a2.run());
         alloc.request(0, false);
@@ -493,6 +532,52 @@ mod tests {
         assert_eq!(alloc.state.lock().zeroed, SEG / 16);
         assert_eq!(third.writer.read(0, 4096).unwrap(), &[0u8; 4096][..]);
         drop((first, second, third));
+        alloc.stop();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn zero_fill_pauses_while_flushes_are_small_and_resumes_under_load() {
+        const SEG: u64 = 8 << 20;
+        let (_dir, alloc, t, first) = started_zero_filling(SEG);
+        alloc.set_active(first.segment.clone());
+        // One-page flushes (a lone appender of small records): the average falls below a page.
+        for _ in 0..64 {
+            alloc.note_flush(1200);
+        }
+        assert!(!alloc.fill_pays());
+        alloc.request(SEG, true);
+        eventually("the filler to pick the request up", || {
+            alloc.state.lock().busy == Some(SEG)
+        });
+        // It stays paused (it would have filled the first sixteenth at once otherwise); the
+        // wait is bounded by the allocator's own idle timer, a few of its rounds.
+        let deadline = Instant::now() + 3 * ZERO_IDLE_MAX;
+        while Instant::now() < deadline {
+            assert_eq!(
+                alloc.state.lock().zeroed,
+                0,
+                "filled while flushes were small"
+            );
+            std::thread::yield_now();
+        }
+        // Load arrives (group commits of many records): the filling resumes.
+        for _ in 0..64 {
+            alloc.note_flush(64 << 10);
+        }
+        eventually("the first sixteenth", || {
+            alloc.state.lock().zeroed == SEG / 16
+        });
+        // Load leaves again and the writer passes half-way: handed over without more zeros.
+        for _ in 0..64 {
+            alloc.note_flush(1200);
+        }
+        first.writer.publish((SEG / 2) as usize);
+        eventually("the hand-over", || alloc.state.lock().ready.is_some());
+        assert_eq!(alloc.state.lock().zeroed, SEG / 16);
+        let second = alloc.take_ready(SEG).unwrap();
+        assert_eq!(second.segment.base, SEG);
+        drop((first, second));
         alloc.stop();
         t.join().unwrap();
     }

@@ -179,8 +179,9 @@ impl Flusher {
         self.cv.notify_all();
     }
 
-    /// The flusher thread. `on_flushed` runs after `flushed` advanced (wakes the dispatcher).
-    pub(crate) fn run(&self, log: &CommitLog, on_flushed: &dyn Fn()) {
+    /// The flusher thread. `on_flushed` runs after each round with the bytes it made durable
+    /// (wakes the dispatcher, feeds the allocator's zero-fill decision).
+    pub(crate) fn run(&self, log: &CommitLog, on_flushed: &dyn Fn(u64)) {
         let interval = match self.mode {
             FlushMode::Sync => None,
             FlushMode::Async { interval } => Some(interval),
@@ -192,10 +193,10 @@ impl Flusher {
                 self.fail_all(|| StoreError::ShutDown);
                 return;
             }
-            let started = Instant::now();
+            let (started, before) = (Instant::now(), self.flushed());
             let res = self.flush_to(log, log.committed());
             let took = started.elapsed();
-            on_flushed();
+            on_flushed(res.as_ref().map_or(0, |end| end.saturating_sub(before)));
             let answered = batch.len();
             Self::answer(batch, &res);
             let covered = self.answer_covered();

@@ -86,7 +86,10 @@ impl Store {
             let mut t = store.shared.threads.lock();
             t.allocator = Some(spawn("rocketlog-alloc", &core, |c| c.allocator.run())?);
             t.flusher = Some(spawn("rocketlog-flush", &core, |c| {
-                c.flusher.run(&c.log, &|| c.dispatch.wake.notify())
+                c.flusher.run(&c.log, &|bytes| {
+                    c.allocator.note_flush(bytes);
+                    c.dispatch.wake.notify()
+                })
             })?);
             t.dispatcher = Some(spawn("rocketlog-dispatch", &core, |c| c.run_dispatcher())?);
             t.housekeeper = Some(spawn("rocketlog-housekeep", &core, |c| {
