@@ -123,6 +123,30 @@ fn sched_ns() -> (u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
+/// ns on a CPU so far of each of this process's store threads (named `rocketlog-*`), from
+/// /proc/self/task: where the other core goes while the appender runs.
+fn store_threads_ns() -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = comm.trim();
+        if !name.starts_with("rocketlog-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *out.entry(name.to_owned()).or_default() += ns;
+    }
+    out
+}
+
 fn async_run(dir: &Path, bytes: u64, label: &str, baseline_mbs: f64) -> PathBuf {
     let data = dir.join(label);
     let store = Store::open(config(&data, FlushMode::default())).unwrap();
@@ -136,12 +160,14 @@ fn async_run(dir: &Path, bytes: u64, label: &str, baseline_mbs: f64) -> PathBuf 
     )));
     let n = bytes / RECORD as u64;
     let sched0 = sched_ns();
+    let threads0 = store_threads_ns();
     let start = Instant::now();
     for seq in 1..=n {
         store.append(message(seq, &body)).unwrap();
     }
     let appended = start.elapsed();
     let sched1 = sched_ns();
+    let threads1 = store_threads_ns();
     store.shutdown().unwrap(); // final flush + checkpoint
     let total = start.elapsed();
     let bytes = n * RECORD as u64;
@@ -162,6 +188,14 @@ fn async_run(dir: &Path, bytes: u64, label: &str, baseline_mbs: f64) -> PathBuf 
         (sched1.1 - sched0.1) as f64 / 1e9,
         appended.as_secs_f64()
     );
+    let others: Vec<String> = threads1
+        .iter()
+        .map(|(name, ns)| {
+            let used = ns.saturating_sub(threads0.get(name).copied().unwrap_or(0));
+            format!("{name} {:.3} s", used as f64 / 1e9)
+        })
+        .collect();
+    println!("    store threads on CPU meanwhile: {}", others.join(", "));
     data
 }
 
