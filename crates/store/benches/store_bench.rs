@@ -350,6 +350,32 @@ fn open_steady_sync(data: &Path, history: History) -> Store {
     store
 }
 
+/// Prints one Sync run (`lat`: every append's latency, `d`: its wall time) against the bare
+/// fdatasync p50 and p99; returns records/s.
+fn report_sync(
+    who: String,
+    d: Duration,
+    mut lat: Vec<Duration>,
+    fsync: (Duration, Duration),
+    history: History,
+) -> f64 {
+    lat.sort();
+    let n = lat.len() as u64;
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!(
+        "(c) sync {who} {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99){}",
+        d.as_secs_f64(),
+        rate(n, d),
+        (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        p99.as_secs_f64() / fsync.0.as_secs_f64(),
+        p99.as_secs_f64() / fsync.1.as_secs_f64(),
+        history.label()
+    );
+    rate(n, d)
+}
+
 fn sync_run(
     dir: &Path,
     threads: usize,
@@ -385,28 +411,14 @@ fn sync_run(
     // A bounded run: the appenders stop at the deadline.
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<Duration> = handles
+    let lat: Vec<Duration> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
     let d = start.elapsed();
     store.shutdown().unwrap();
     std::fs::remove_dir_all(&data).unwrap();
-    lat.sort();
-    let n = lat.len() as u64;
-    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-    println!(
-        "(c) sync {threads:>2} appenders  {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99){}",
-        d.as_secs_f64(),
-        rate(n, d),
-        (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        p99.as_secs_f64() / fsync.0.as_secs_f64(),
-        p99.as_secs_f64() / fsync.1.as_secs_f64(),
-        history.label()
-    );
-    rate(n, d)
+    report_sync(format!("{threads:>2} appenders "), d, lat, fsync, history)
 }
 
 /// (c) one appender that writes `batch` records and waits for the last one only: every fsync
@@ -484,7 +496,7 @@ fn sync_tasks_run(
     // A bounded run: the appenders stop at the deadline.
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<Duration> = rt.block_on(async {
+    let lat: Vec<Duration> = rt.block_on(async {
         let mut all = Vec::new();
         for h in handles {
             all.extend(h.await.unwrap());
@@ -495,21 +507,7 @@ fn sync_tasks_run(
     drop(rt);
     store.shutdown().unwrap();
     std::fs::remove_dir_all(&data).unwrap();
-    lat.sort();
-    let n = lat.len() as u64;
-    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
-    println!(
-        "(c) sync {tasks:>2} tokio tasks {n:>7} recs in {:>5.2} s = {:>9.0} rec/s {:>7.2} MB/s  p50 {:>7.3} ms  p99 {:>7.3} ms  (p99 = {:.2}x bare fdatasync p50, {:.2}x its p99){}",
-        d.as_secs_f64(),
-        rate(n, d),
-        (n * RECORD as u64) as f64 / MB / d.as_secs_f64(),
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        p99.as_secs_f64() / fsync.0.as_secs_f64(),
-        p99.as_secs_f64() / fsync.1.as_secs_f64(),
-        history.label()
-    );
-    rate(n, d)
+    report_sync(format!("{tasks:>2} tokio tasks"), d, lat, fsync, history)
 }
 
 fn read_run(data: &Path) {
