@@ -77,7 +77,7 @@ pub struct StoreConfig {
     /// it fills twice, so it runs only while the log's flushes average more than a page
     /// (group commits of several records): a lone appender of small records gains little from
     /// it and would see each step that meets its fsync as a latency spike (store bench, one
-    /// appender: p99 2.5-4.4x a bare fdatasync with the filling always on, 1.4-2.6x with it
+    /// appender: p99 2.5-4.4x a bare fdatasync with the filling always on, 1.4-3.0x with it
     /// paused). Measured with the store bench, alternating runs on that VM: 1 Sync appender
     /// 4,879-6,390 → 6,876-7,691 records/s, 8 appenders 21-27k → 34-37k, 64 tokio tasks
     /// 121-135k → 145-153k (p50 0.45-0.50 → 0.31-0.33 ms; p99 0.69-0.85 → 0.97-1.01 ms).
