@@ -301,6 +301,14 @@ impl History {
             History::Light => " (light)",
         }
     }
+
+    /// Suffix of the run's data directory.
+    fn dir_suffix(self) -> &'static str {
+        match self {
+            History::Loaded => "",
+            History::Light => "-light",
+        }
+    }
 }
 
 /// A Sync-mode store in its steady state: the first segment of an empty log is allocated on
@@ -383,7 +391,7 @@ fn sync_run(
     fsync: (Duration, Duration),
     history: History,
 ) -> f64 {
-    let data = dir.join(format!("sync{threads}{}", history.label().len()));
+    let data = dir.join(format!("sync{threads}{}", history.dir_suffix()));
     let store = open_steady_sync(&data, history);
     let body = Arc::new(body_for_record());
     let stop = Arc::new(AtomicBool::new(false));
@@ -467,7 +475,7 @@ fn sync_tasks_run(
     fsync: (Duration, Duration),
     history: History,
 ) -> f64 {
-    let data = dir.join(format!("tasks{tasks}{}", history.label().len()));
+    let data = dir.join(format!("tasks{tasks}{}", history.dir_suffix()));
     let store = open_steady_sync(&data, history);
     let body = Arc::new(body_for_record());
     let rt = tokio::runtime::Builder::new_multi_thread()
