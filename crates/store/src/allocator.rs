@@ -30,9 +30,10 @@
 //! needs the segment and never cached: each new need triggers a fresh attempt.
 
 use crate::config::{FaultInjector, IoPoint};
-use crate::error::{is_disk_full, StoreError};
+use crate::error::StoreError;
 use crate::mmap::{FileWriter, MappedFile};
 use crate::segment::{file_name, Segment};
+use crate::space::create_with_room;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +123,8 @@ impl State {
 pub(crate) struct Allocator {
     dir: PathBuf,
     segment_size: u64,
+    /// Bytes a new segment must leave available for consume-queue and index files.
+    keep_free: u64,
     prefault_window: u64,
     zero_fill: bool,
     /// Moving average of the bytes per log flush (weight 1/8 for the newest); written only
@@ -136,6 +139,7 @@ impl Allocator {
     pub(crate) fn new(
         dir: PathBuf,
         segment_size: u64,
+        keep_free: u64,
         prefault_window: u64,
         zero_fill: bool,
         faults: FaultInjector,
@@ -143,6 +147,7 @@ impl Allocator {
         Allocator {
             dir,
             segment_size,
+            keep_free,
             prefault_window,
             zero_fill,
             flush_bytes: AtomicU64::new(0),
@@ -321,23 +326,14 @@ impl Allocator {
         st
     }
 
-    /// Creates (preallocates and maps) the segment at `base`.
+    /// Creates (preallocates and maps) the segment at `base`, if it leaves `keep_free` bytes
+    /// for the derived files (see `space`).
     fn create(&self, base: u64) -> Result<NewSegment, StoreError> {
         let path = self.dir.join(file_name(base));
-        let fail = |e: std::io::Error| {
-            if is_disk_full(&e) {
-                StoreError::DiskFull {
-                    path: path.clone(),
-                    needed: self.segment_size,
-                }
-            } else {
-                StoreError::io(&path, e)
-            }
-        };
-        self.faults
-            .check(IoPoint::PreallocateSegment { base })
-            .map_err(fail)?;
-        let (file, writer) = MappedFile::create(&path, self.segment_size, true).map_err(fail)?;
+        let (file, writer) = create_with_room(&path, self.segment_size, self.keep_free, || {
+            self.faults.check(IoPoint::PreallocateSegment { base })?;
+            MappedFile::create(&path, self.segment_size, true)
+        })?;
         Ok(NewSegment {
             segment: Arc::new(Segment { base, file }),
             writer,
@@ -448,7 +444,7 @@ mod tests {
             f2.load(Ordering::SeqCst)
                 .then(|| io::Error::from(io::ErrorKind::StorageFull))
         });
-        let alloc = Arc::new(Allocator::new(dir.path().into(), 8192, 4096, false, faults));
+        let alloc = Arc::new(Allocator::new(dir.path().into(), 8192, 0, 4096, false, faults));
         alloc.prefault_to(0, 4096); // nothing mapped yet: no work, no spin
         let a2 = alloc.clone();
         let t = std::thread::spawn(move || a2.run());
@@ -482,6 +478,7 @@ mod tests {
         let alloc = Arc::new(Allocator::new(
             dir.path().into(),
             seg,
+            0,
             0,
             true,
             FaultInjector::none(),

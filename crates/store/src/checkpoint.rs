@@ -4,21 +4,25 @@
 //! queues and the index have been flushed up to `dispatched`, so after a crash everything
 //! derived from log records below `dispatched` is on disk and recovery replays only the rest.
 //!
-//! Layout, 64 bytes, little-endian:
+//! Layout (version 2), 72 bytes, little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 4 | magic [`CHECKPOINT_MAGIC`] |
-//! | 4  | 4 | version, 1 |
+//! | 4  | 4 | version, 2 |
 //! | 8  | 4 | flags: bit 0 = written by a clean shutdown |
-//! | 12 | 4 | entries in the active index file at `dispatched` |
+//! | 12 | 4 | entries in the active index file at `indexed` |
 //! | 16 | 8 | flushed log offset |
-//! | 24 | 8 | dispatched log offset (consume queues and index complete below it) |
+//! | 24 | 8 | dispatched log offset (consume queues complete below it) |
 //! | 32 | 8 | first offset (file name) of the active index file, `u64::MAX` = none |
 //! | 40 | 8 | log end (exact after a clean shutdown) |
 //! | 48 | 8 | store timestamp of the newest record, ms |
-//! | 56 | 4 | CRC32C of bytes `[0, 56)` |
-//! | 60 | 4 | reserved, 0 |
+//! | 56 | 8 | indexed log offset (the index is complete below it; never above `dispatched`) |
+//! | 64 | 4 | CRC32C of bytes `[0, 64)` |
+//! | 68 | 4 | reserved, 0 |
+//!
+//! Version 1 (64 bytes, CRC at 56) had no `indexed` field: the index was always complete
+//! below `dispatched`. It is still read, with `indexed = dispatched`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -28,8 +32,10 @@ use thiserror::Error;
 /// Magic of the checkpoint file.
 pub const CHECKPOINT_MAGIC: u32 = 0x524C_4350;
 /// Size of the checkpoint file.
-pub const CHECKPOINT_LEN: usize = 64;
-const VERSION: u32 = 1;
+pub const CHECKPOINT_LEN: usize = 72;
+/// Size of a version-1 checkpoint file.
+const V1_LEN: usize = 64;
+const VERSION: u32 = 2;
 const FLAG_CLEAN: u32 = 1;
 const NO_INDEX_FILE: u64 = u64::MAX;
 /// File name inside the data directory.
@@ -42,10 +48,12 @@ pub struct Checkpoint {
     pub clean: bool,
     /// Log bytes below are on disk.
     pub flushed: u64,
-    /// Consume queues and index are complete and on disk for records below; never above
-    /// `flushed`.
+    /// Consume queues are complete and on disk for records below; never above `flushed`.
     pub dispatched: u64,
-    /// The active index file and its entry count at `dispatched`.
+    /// The index is complete and on disk for records below; never above `dispatched`. Below
+    /// it only while the index could not keep up (no room for a new index file).
+    pub indexed: u64,
+    /// The active index file and its entry count at `indexed`.
     pub index_file: Option<u64>,
     /// See `index_file`.
     pub index_entries: u32,
@@ -58,7 +66,7 @@ pub struct Checkpoint {
 /// Why checkpoint bytes were rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CheckpointError {
-    #[error("checkpoint is {len} bytes, expected {CHECKPOINT_LEN}")]
+    #[error("checkpoint is {len} bytes, expected {CHECKPOINT_LEN} (or {V1_LEN} for version 1)")]
     BadLength { len: usize },
     #[error("bad checkpoint magic {found:#010x}")]
     BadMagic { found: u32 },
@@ -69,7 +77,7 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
-    /// The 64-byte encoding.
+    /// The 72-byte encoding (always the current version).
     pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
         let mut b = [0u8; CHECKPOINT_LEN];
         b[0..4].copy_from_slice(&CHECKPOINT_MAGIC.to_le_bytes());
@@ -83,16 +91,17 @@ impl Checkpoint {
         b[32..40].copy_from_slice(&idx.to_le_bytes());
         b[40..48].copy_from_slice(&self.log_end.to_le_bytes());
         b[48..56].copy_from_slice(&self.last_store_timestamp_ms.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..56]);
-        b[56..60].copy_from_slice(&crc.to_le_bytes());
+        b[56..64].copy_from_slice(&self.indexed.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..64]);
+        b[64..68].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes and validates; never panics.
+    /// Decodes and validates either version; never panics.
     pub fn decode(b: &[u8]) -> Result<Checkpoint, CheckpointError> {
-        let b: &[u8; CHECKPOINT_LEN] = b
-            .try_into()
-            .map_err(|_| CheckpointError::BadLength { len: b.len() })?;
+        if b.len() != CHECKPOINT_LEN && b.len() != V1_LEN {
+            return Err(CheckpointError::BadLength { len: b.len() });
+        }
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
@@ -102,18 +111,28 @@ impl Checkpoint {
         if u32_at(0) != CHECKPOINT_MAGIC {
             return Err(CheckpointError::BadMagic { found: u32_at(0) });
         }
-        if u32_at(4) != VERSION {
-            return Err(CheckpointError::BadVersion { found: u32_at(4) });
-        }
-        if u32_at(56) != crc32c::crc32c(&b[..56]) {
+        let version = u32_at(4);
+        let crc_at = match (version, b.len()) {
+            (VERSION, CHECKPOINT_LEN) => 64,
+            (1, V1_LEN) => 56,
+            _ => return Err(CheckpointError::BadVersion { found: version }),
+        };
+        if u32_at(crc_at) != crc32c::crc32c(&b[..crc_at]) {
             return Err(CheckpointError::BadCrc);
         }
         let idx = u64_at(32);
+        let dispatched = u64_at(24);
+        let indexed = if version == 1 {
+            dispatched
+        } else {
+            u64_at(56)
+        };
         Ok(Checkpoint {
             clean: u32_at(8) & FLAG_CLEAN != 0,
             index_entries: u32_at(12),
             flushed: u64_at(16),
-            dispatched: u64_at(24),
+            dispatched,
+            indexed: indexed.min(dispatched),
             index_file: (idx != NO_INDEX_FILE).then_some(idx),
             log_end: u64_at(40),
             last_store_timestamp_ms: u64_at(48) as i64,
@@ -168,6 +187,7 @@ mod tests {
             clean: true,
             flushed: 123,
             dispatched: 100,
+            indexed: 90,
             index_file: Some(64),
             index_entries: 9,
             log_end: 123,
@@ -190,7 +210,7 @@ mod tests {
     #[test]
     fn damage_is_detected() {
         let b = sample().encode();
-        for i in 0..60 {
+        for i in 0..68 {
             let mut d = b;
             d[i] ^= 0x10;
             assert!(Checkpoint::decode(&d).is_err(), "byte {i}");
@@ -199,6 +219,28 @@ mod tests {
             Checkpoint::decode(&b[..10]),
             Err(CheckpointError::BadLength { len: 10 })
         );
+    }
+
+    #[test]
+    fn version_1_is_read_with_the_index_complete_below_dispatched() {
+        let c = sample();
+        let mut v1 = [0u8; V1_LEN];
+        v1.copy_from_slice(&c.encode()[..V1_LEN]);
+        v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..56]);
+        v1[56..60].copy_from_slice(&crc.to_le_bytes());
+        v1[60..64].fill(0);
+        assert_eq!(
+            Checkpoint::decode(&v1),
+            Ok(Checkpoint {
+                indexed: c.dispatched,
+                ..c
+            })
+        );
+        // A version-2 header on 64 bytes (or the reverse) is not a checkpoint.
+        let mut wrong = v1;
+        wrong[4..8].copy_from_slice(&VERSION.to_le_bytes());
+        assert!(Checkpoint::decode(&wrong).is_err());
     }
 
     #[test]

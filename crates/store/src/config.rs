@@ -55,9 +55,11 @@ pub struct StoreConfig {
     pub checkpoint_interval: Duration,
     /// How often retention runs on its own. Default 10 s.
     pub retention_check_interval: Duration,
-    /// Hash slots per index file. Default 1 000 003.
+    /// Hash slots per new index file (4 bytes each). Default 250 007 (a prime near a quarter
+    /// of the entries, so chains average four entries when a file is full).
     pub index_slots: u32,
-    /// Entries per index file (20 bytes each). Default 4 000 000.
+    /// Entries per new index file (20 bytes each; a message takes one for its id and one per
+    /// key). Default 1 000 000, so a file is about 21 MB. Existing files keep their own size.
     pub index_entries_per_file: u32,
     /// Bytes ahead of the write position that the allocator thread keeps pre-faulted, so
     /// appends copy into mapped pages instead of taking page faults (which cost more than the
@@ -101,8 +103,8 @@ impl Default for StoreConfig {
             disk_use_ratio_limit: 0.85,
             checkpoint_interval: Duration::from_secs(1),
             retention_check_interval: Duration::from_secs(10),
-            index_slots: 1_000_003,
-            index_entries_per_file: 4_000_000,
+            index_slots: 250_007,
+            index_entries_per_file: 1_000_000,
             prefault_window: None,
             zero_fill_segments: None,
             faults: FaultInjector::none(),
@@ -187,6 +189,11 @@ pub enum IoPoint {
     },
     /// Flushing (msync) a range of the commit log.
     FlushLog,
+    /// Creating the index file whose first record is at physical offset `begin`.
+    CreateIndexFile {
+        /// Physical offset of the first record the file indexes.
+        begin: u64,
+    },
 }
 
 type FaultFn = dyn Fn(IoPoint) -> Option<io::Error> + Send + Sync;

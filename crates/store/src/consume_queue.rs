@@ -17,6 +17,7 @@
 use crate::error::StoreError;
 use crate::mmap::{FileWriter, MappedFile};
 use crate::segment::{file_name, list_numbered, sync_dir};
+use crate::space::create_with_room;
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -217,8 +218,9 @@ impl ConsumeQueue {
         let path = self.dir.join(file_name(no * self.per_file));
         let new_dir = !self.dir.exists();
         std::fs::create_dir_all(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
-        let (file, writer) = MappedFile::create(&path, self.file_len(), false)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let (file, writer) = create_with_room(&path, self.file_len(), 0, || {
+            MappedFile::create(&path, self.file_len(), false)
+        })?;
         sync_dir(&self.dir)?;
         if new_dir {
             // queue dir and topic dir are new too: make their entries durable.

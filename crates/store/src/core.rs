@@ -27,6 +27,10 @@ pub(crate) const ABORT: u8 = 2;
 
 /// Back-off before the dispatcher retries after an error (e.g. no space for a queue file).
 const DISPATCH_RETRY: Duration = Duration::from_millis(200);
+/// Back-off before a lagging index tries again to catch up after a failure.
+const INDEX_RETRY: Duration = Duration::from_secs(1);
+/// While dispatching keeps failing the same way, the error is repeated in the log this often.
+const DISPATCH_ERROR_REPEAT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -105,6 +109,7 @@ impl Core {
             clean,
             flushed: self.flusher.flushed(),
             dispatched: snap.dispatched,
+            indexed: snap.indexed,
             index_file: snap.index_file,
             index_entries: snap.index_entries,
             log_end: self.log.committed(),
@@ -115,10 +120,11 @@ impl Core {
         Ok(cp)
     }
 
-    /// The dispatcher thread.
+    /// The dispatcher thread: consume queues first, then (while it lags) the index.
     pub(crate) fn run_dispatcher(&self) {
         let mut d = Dispatcher::new(&self.log, &self.queues, &self.index);
-        let mut last_error = String::new();
+        let mut failing = DispatchFailure::default();
+        let mut next_index_try = Instant::now();
         let mut streaming = false;
         loop {
             let stop = self.stop_state();
@@ -130,20 +136,26 @@ impl Core {
             if pos < limit {
                 match d.step(&self.dispatch, pos, limit) {
                     Ok(_) => {
-                        last_error.clear();
+                        failing.recovered(pos);
                         streaming = true;
                     }
                     Err(e) => {
-                        let text = e.to_string();
-                        if text != last_error {
-                            tracing::error!(error = %text, position = pos, "dispatch failed; retrying");
-                            last_error = text;
-                        }
+                        failing.failed(pos, &e);
                         self.dispatch
                             .wake
                             .wait(|| self.stop_state() != RUNNING, Some(DISPATCH_RETRY));
+                        continue;
                     }
                 }
+            }
+            let lagging = self.dispatch.index_lags();
+            if lagging && Instant::now() >= next_index_try {
+                if d.catch_up_index(&self.dispatch).is_err() {
+                    next_index_try = Instant::now() + INDEX_RETRY;
+                }
+                continue;
+            }
+            if pos < limit {
                 continue;
             }
             if stop == DRAIN {
@@ -161,9 +173,11 @@ impl Core {
                 continue;
             }
             streaming = false;
+            // A lagging index retries on a timer: no append signals that space came back.
+            let retry = lagging.then(|| next_index_try.saturating_duration_since(Instant::now()));
             self.dispatch.wake.wait(
                 || self.readable_limit() > self.dispatch.position() || self.stop_state() != RUNNING,
-                None,
+                retry,
             );
         }
     }
@@ -197,6 +211,37 @@ impl Core {
                 next_retention = now + self.config.retention_check_interval;
             }
         }
+    }
+}
+
+/// Logs a failing dispatcher once per kind of failure (and again every
+/// [`DISPATCH_ERROR_REPEAT`] while it lasts), not once per retry.
+#[derive(Debug, Default)]
+struct DispatchFailure {
+    /// The last error and when it was logged.
+    last: Option<(std::mem::Discriminant<StoreError>, Instant)>,
+    retries: u64,
+}
+
+impl DispatchFailure {
+    fn failed(&mut self, position: u64, e: &StoreError) {
+        let kind = std::mem::discriminant(e);
+        self.retries += 1;
+        let repeat = match self.last {
+            Some((k, at)) => k != kind || at.elapsed() >= DISPATCH_ERROR_REPEAT,
+            None => true,
+        };
+        if repeat {
+            tracing::error!(error = %e, position, retries = self.retries, "dispatch failed; retrying");
+            self.last = Some((kind, Instant::now()));
+        }
+    }
+
+    fn recovered(&mut self, position: u64) {
+        if self.last.take().is_some() {
+            tracing::info!(position, retries = self.retries, "dispatch resumed");
+        }
+        self.retries = 0;
     }
 }
 

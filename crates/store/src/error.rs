@@ -26,10 +26,21 @@ pub enum StoreError {
     #[error(transparent)]
     BadTopic(#[from] NameError),
 
-    /// The file system refused to preallocate the next segment (ENOSPC). Nothing was written:
-    /// the store stays consistent and later appends retry once space is free.
-    #[error("disk full: cannot preallocate {needed} bytes for {path}")]
-    DiskFull { path: PathBuf, needed: u64 },
+    /// No room for a new file of `needed` bytes: the file system refused to preallocate it
+    /// (ENOSPC), or creating it would leave less than `keep_free` bytes available (room kept
+    /// for files that matter more: a commit-log segment keeps room for the consume queues
+    /// and the index, an index file for the consume queues). Nothing was written: the store
+    /// stays consistent and the next attempt retries once space is free.
+    #[error(
+        "disk full: {} needs {needed} bytes and {keep_free} more kept free, {available} available",
+        path.display()
+    )]
+    DiskFull {
+        path: PathBuf,
+        needed: u64,
+        keep_free: u64,
+        available: u64,
+    },
 
     /// A flush failed earlier; the store refuses writes until it is reopened.
     #[error("store is read-only: {reason}")]
@@ -105,9 +116,16 @@ impl StoreError {
                 max: *max,
             },
             StoreError::BadTopic(e) => StoreError::BadTopic(e.clone()),
-            StoreError::DiskFull { path, needed } => StoreError::DiskFull {
+            StoreError::DiskFull {
+                path,
+                needed,
+                keep_free,
+                available,
+            } => StoreError::DiskFull {
                 path: path.clone(),
                 needed: *needed,
+                keep_free: *keep_free,
+                available: *available,
             },
             StoreError::ReadOnly { reason } => StoreError::ReadOnly {
                 reason: reason.clone(),
@@ -146,3 +164,4 @@ impl StoreError {
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }
+

@@ -21,11 +21,18 @@
 //! A lookup walks the chain of its slot and returns candidate offsets; callers confirm each by
 //! reading the record, so hash collisions never return a wrong message. Entries are appended
 //! in log order, and a chain only points to older entries, so a walk always terminates.
+//!
+//! Each file carries its own geometry in its header, so changing `index_slots` or
+//! `index_entries_per_file` applies to new files and never breaks the existing ones. A new
+//! file is created only when it leaves room for the consume queues (see `space`); until then
+//! inserts fail with `DiskFull` and the dispatcher lets the index lag behind the queues.
 
 use crate::checkpoint::Checkpoint;
+use crate::config::{FaultInjector, IoPoint};
 use crate::error::StoreError;
 use crate::mmap::{FileWriter, MappedFile};
 use crate::segment::{file_name, list_numbered, sync_dir};
+use crate::space::create_with_room;
 use parking_lot::{RwLock, RwLockWriteGuard};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -144,10 +151,13 @@ impl IndexHeader {
 
     /// Size of a file with this geometry.
     pub fn file_len(&self) -> u64 {
-        HEADER_LEN as u64
-            + u64::from(self.slots) * SLOT_LEN as u64
-            + u64::from(self.capacity) * ENTRY_LEN as u64
+        file_len(self.slots, self.capacity)
     }
+}
+
+/// Size of an index file with `slots` slots and room for `capacity` entries.
+pub fn file_len(slots: u32, capacity: u32) -> u64 {
+    HEADER_LEN as u64 + u64::from(slots) * SLOT_LEN as u64 + u64::from(capacity) * ENTRY_LEN as u64
 }
 
 impl IndexEntry {
@@ -286,12 +296,21 @@ impl IndexFile {
     }
 }
 
+/// Geometry and room rules of new index files.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexConfig {
+    pub slots: u32,
+    pub capacity: u32,
+    /// Bytes a new file must leave available (room for the consume queues).
+    pub keep_free: u64,
+    pub faults: FaultInjector,
+}
+
 /// All index files.
 #[derive(Debug)]
 pub(crate) struct Index {
     dir: PathBuf,
-    slots: u32,
-    capacity: u32,
+    config: IndexConfig,
     files: RwLock<Vec<IndexFile>>,
 }
 
@@ -333,8 +352,7 @@ impl Index {
     /// cut back to the checkpoint's entry count.
     pub(crate) fn open(
         dir: PathBuf,
-        slots: u32,
-        capacity: u32,
+        config: IndexConfig,
         cp: Option<&Checkpoint>,
         replay_start: u64,
     ) -> Result<Self, StoreError> {
@@ -373,8 +391,7 @@ impl Index {
         }
         Ok(Index {
             dir,
-            slots,
-            capacity,
+            config,
             files: RwLock::new(files),
         })
     }
@@ -407,15 +424,18 @@ impl Index {
 
     fn create_file(&self, begin: u64) -> Result<IndexFile, StoreError> {
         let header = IndexHeader {
-            slots: self.slots,
-            capacity: self.capacity,
+            slots: self.config.slots,
+            capacity: self.config.capacity,
             count: 0,
             begin_phys: begin,
             end_phys: begin,
         };
         let path = self.dir.join(file_name(begin));
-        let (_, mut writer) = MappedFile::create(&path, header.file_len(), false)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let (_, mut writer) =
+            create_with_room(&path, header.file_len(), self.config.keep_free, || {
+                self.config.faults.check(IoPoint::CreateIndexFile { begin })?;
+                MappedFile::create(&path, header.file_len(), false)
+            })?;
         writer
             .write(0, &header.encode())
             .map_err(|e| StoreError::io(&path, e))?;
@@ -516,10 +536,20 @@ mod tests {
         assert_ne!(key_hash("ab", "c"), key_hash("a", "bc"));
     }
 
+    fn geometry() -> IndexConfig {
+        IndexConfig {
+            slots: 3,
+            capacity: 4,
+            keep_free: 0,
+            faults: FaultInjector::none(),
+        }
+    }
+
     fn cp(dispatched: u64, file: Option<u64>, entries: u32) -> Checkpoint {
         Checkpoint {
             clean: false,
             dispatched,
+            indexed: dispatched,
             flushed: dispatched,
             index_file: file,
             index_entries: entries,
@@ -530,7 +560,7 @@ mod tests {
     #[test]
     fn lookup_rolls_files_and_survives_crash_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(dir.path().join("index"), 3, 4, Some(&cp(0, None, 0)), 0).unwrap();
+        let idx = Index::open(dir.path().join("index"), geometry(), Some(&cp(0, None, 0)), 0).unwrap();
         {
             let mut b = idx.batch();
             for p in 0..10u64 {
@@ -552,7 +582,7 @@ mod tests {
         drop(idx);
         // Crash with the checkpoint taken after 7 records (file 40 held 3 entries then).
         let c = cp(70, Some(40), 3);
-        let idx = Index::open(dir.path().join("index"), 3, 4, Some(&c), 70).unwrap();
+        let idx = Index::open(dir.path().join("index"), geometry(), Some(&c), 70).unwrap();
         assert_eq!(idx.lookup(key_hash("T", "even"), 100), vec![60, 40, 20, 0]);
         assert_eq!(idx.lookup(key_hash("T", "odd"), 100), vec![50, 30, 10]);
         idx.delete_below(45).unwrap();

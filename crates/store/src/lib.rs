@@ -10,13 +10,15 @@
 //! | `commitlog/<20-digit offset>` | preallocated, memory-mapped log segments | [`record`], `commit_log` |
 //! | `consumequeue/<topic>/<queue>/<20-digit entry>` | 20-byte entries locating each queue's messages | [`consume_queue`] |
 //! | `index/<20-digit offset>` | hash-slot index: message id and keys → offsets | [`index`] |
-//! | `checkpoint` | flushed/dispatched positions, clean-shutdown flag | [`checkpoint`] |
+//! | `checkpoint` | flushed/dispatched/indexed positions, clean-shutdown flag | [`checkpoint`] |
 //! | `deleted_topics` | tombstones of deleted topics | `queue_registry` |
 //! | `LOCK` | flock held while open | `mmap` |
 //!
 //! Threads per open store: the segment allocator, the flusher, the dispatcher (log → consume
 //! queues + index) and the housekeeper (checkpoint, retention). The appender never calls the
-//! derived structures; they are rebuilt from the log after a crash.
+//! derived structures; they are rebuilt from the log after a crash. When the disk is too full
+//! for a new index file the consume queues go on without the index, which catches up from the
+//! log once there is room (`space` says which files keep room for which).
 //!
 //! All `unsafe` lives in `mmap.rs`, under the contract written there.
 
@@ -38,6 +40,7 @@ pub mod record;
 mod recovery;
 mod retention;
 pub mod segment;
+mod space;
 mod store;
 mod wake;
 
@@ -49,4 +52,4 @@ pub use flush::PendingAppend;
 pub use message::{AppendMessage, AppendResult, LogScan, QueueRead, StoredMessage};
 pub use retention::RetentionReport;
 pub use rocketlog_common::{PhysicalOffset, QueueOffset};
-pub use store::Store;
+pub use store::{IndexStatus, Store};

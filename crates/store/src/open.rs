@@ -10,7 +10,7 @@ use crate::core::{Core, RUNNING};
 use crate::dispatcher::{DispatchState, Dispatcher, Snapshot};
 use crate::error::StoreError;
 use crate::flush::Flusher;
-use crate::index::Index;
+use crate::index::{Index, IndexConfig};
 use crate::mmap::lock_exclusive;
 use crate::queue_registry::QueueRegistry;
 use crate::record::{self, Record};
@@ -84,9 +84,12 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
     let end = rec.end;
     let log_min = rec.segments.first().map_or(end, |s| s.base);
     let replay_start = cp.map_or(log_min, |c| c.dispatched).clamp(log_min, end);
+    // Below `replay_start` only if the index lagged behind the queues (no room for it).
+    let index_start = cp.map_or(log_min, |c| c.indexed).clamp(log_min, replay_start);
     let allocator = Arc::new(Allocator::new(
         log_dir,
         config.segment_size,
+        config.derived_reserve(),
         config.effective_prefault_window(),
         config.effective_zero_fill(),
         config.faults.clone(),
@@ -109,10 +112,14 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
     queues.truncate_below(log_min)?;
     let index = Index::open(
         data_dir.join("index"),
-        config.index_slots,
-        config.index_entries_per_file,
+        IndexConfig {
+            slots: config.index_slots,
+            capacity: config.index_entries_per_file,
+            keep_free: config.index_keep_free(),
+            faults: config.faults.clone(),
+        },
         cp.as_ref(),
-        replay_start,
+        index_start,
     )?;
 
     // Everything recovered is on disk before anyone may read it (Sync mode promises that).
@@ -123,6 +130,7 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
     let (index_file, index_entries) = index.batch().snapshot();
     let dispatch = DispatchState::new(Snapshot {
         dispatched: replay_start,
+        indexed: index_start,
         index_file,
         index_entries,
     });
@@ -138,6 +146,14 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
             from = replay_start,
             to = end,
             "replayed the log into consume queues and index"
+        );
+    }
+    if index_start < replay_start {
+        // The background dispatcher indexes the rest; lookups scan it meanwhile.
+        tracing::info!(
+            from = index_start,
+            to = replay_start,
+            "the index lags behind the consume queues; it catches up in the background"
         );
     }
 

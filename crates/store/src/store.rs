@@ -39,6 +39,24 @@ struct Shared {
     threads: Mutex<Threads>,
 }
 
+/// Progress of the message-id/key index against the consume queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexStatus {
+    /// The index holds every record below this.
+    pub indexed: PhysicalOffset,
+    /// The consume queues hold every record below this (`indexed <= dispatched`).
+    pub dispatched: PhysicalOffset,
+    /// Why the index lags (the last failed insert), while it does.
+    pub problem: Option<String>,
+}
+
+impl IndexStatus {
+    /// Log bytes the index has yet to catch up with (lookups scan them meanwhile).
+    pub fn lag_bytes(&self) -> u64 {
+        self.dispatched.0.saturating_sub(self.indexed.0)
+    }
+}
+
 /// An open store: one commit log with its consume queues and index, in one data directory.
 ///
 /// Cheap to clone (all clones share one store); `Send + Sync`. Call [`Store::shutdown`] for a
@@ -314,7 +332,12 @@ impl Store {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let core = self.core();
         core.check_open()?;
+        // Read before the index: whatever the index gains meanwhile is in the scanned range.
+        let snap = core.dispatch.snapshot();
         let mut cands = core.index.lookup(hash, MAX_LOOKUP);
+        if snap.indexed < snap.dispatched {
+            self.scan_unindexed(hash, snap.indexed, snap.dispatched, &mut cands)?;
+        }
         cands.sort_unstable();
         cands.dedup();
         let mut out = Vec::new();
@@ -332,6 +355,42 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// Adds the records of `[from, to)` whose id or a key hashes to `hash`: the part of the
+    /// log the index has not caught up with, so lookups stay complete while it lags.
+    fn scan_unindexed(
+        &self,
+        hash: u64,
+        from: u64,
+        to: u64,
+        out: &mut Vec<u64>,
+    ) -> Result<(), StoreError> {
+        let log = &self.core().log;
+        let mut pos = from.max(log.min_offset());
+        while pos < to {
+            let step = log.with_record(pos, |b, _| match record::decode_trusted(b) {
+                Ok(Record::Message(v)) => {
+                    let hit = message_id_hash(v.message_id) == hash
+                        || v.keys().any(|k| key_hash(v.topic, k) == hash);
+                    Some((u64::from(v.size), hit))
+                }
+                Ok(Record::Filler { size, .. }) => Some((u64::from(size), false)),
+                Err(_) => None,
+            });
+            match step {
+                Ok(Some((size, hit))) => {
+                    if hit && out.len() < MAX_LOOKUP {
+                        out.push(pos);
+                    }
+                    pos += size;
+                }
+                // Dispatched records were valid; a segment deleted meanwhile ends the scan.
+                Ok(None) | Err(StoreError::OffsetOutOfRange { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Every stored message with this message id (duplicates included), in log order.
@@ -420,6 +479,17 @@ impl Store {
             PhysicalOffset(log.min_offset()),
             PhysicalOffset(log.committed()),
         )
+    }
+
+    /// How far the index has caught up with the consume queues.
+    pub fn index_status(&self) -> IndexStatus {
+        let core = self.core();
+        let snap = core.dispatch.snapshot();
+        IndexStatus {
+            indexed: PhysicalOffset(snap.indexed),
+            dispatched: PhysicalOffset(snap.dispatched),
+            problem: core.dispatch.index_problem(),
+        }
     }
 
     /// Log bytes below this are on disk.
