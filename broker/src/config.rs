@@ -37,8 +37,16 @@ pub struct StoreSettings {
     pub segment_size: u64,
     /// Async flush period in milliseconds (default 500).
     pub flush_interval_ms: u64,
-    /// Consume-queue entries per consume-queue file (default 300 000).
+    /// Consume-queue entries per consume-queue file, 20 bytes each (default 300 000: 6 MB
+    /// files, preallocated, one per queue at least). Fixed for a data directory once written:
+    /// on a small disk with many queues, pick a lower value before the first start.
     pub consume_queue_segment_entries: u32,
+    /// Entries per new message-id/key index file, 20 bytes each; a message takes one for its
+    /// id and one per key (default 1 000 000). Files already written keep their size.
+    pub index_entries_per_file: u32,
+    /// Hash slots per new index file, 4 bytes each (default 250 007: about a quarter of the
+    /// entries).
+    pub index_slots: u32,
     /// Commit-log segments older than this many hours are deleted (default 72).
     pub retention_hours: u64,
     /// Segments are deleted early when disk use passes this ratio (default 0.85).
@@ -54,6 +62,8 @@ impl Default for StoreSettings {
             segment_size: 1 << 30,
             flush_interval_ms: 500,
             consume_queue_segment_entries: 300_000,
+            index_entries_per_file: 1_000_000,
+            index_slots: 250_007,
             retention_hours: 72,
             disk_use_ratio_limit: 0.85,
             zero_fill_segments: None,
@@ -285,6 +295,12 @@ impl BrokerConfig {
                 "must be positive",
             ));
         }
+        if s.index_entries_per_file == 0 {
+            return Err(invalid("store.index_entries_per_file", "must be positive"));
+        }
+        if s.index_slots == 0 {
+            return Err(invalid("store.index_slots", "must be positive"));
+        }
         if s.retention_hours == 0 {
             return Err(invalid("store.retention_hours", "must be positive"));
         }
@@ -359,6 +375,8 @@ impl BrokerConfig {
             flush_mode,
             max_message_size: self.max_body_size + RECORD_OVERHEAD_ALLOWANCE,
             consume_queue_segment_entries: self.store.consume_queue_segment_entries,
+            index_entries_per_file: self.store.index_entries_per_file,
+            index_slots: self.store.index_slots,
             retention: Duration::from_secs(self.store.retention_hours.saturating_mul(3600)),
             disk_use_ratio_limit: self.store.disk_use_ratio_limit,
             zero_fill_segments: self.store.zero_fill_segments,

@@ -43,6 +43,8 @@ pub(super) struct Inner {
     dir: PathBuf,
     slots: DashMap<StateKey, Arc<Slot>>,
     pub(super) journal: Journal,
+    /// The last size-triggered snapshot failed (logged once, not per call).
+    snapshot_failing: AtomicBool,
     /// Next delivery sequence number to hand out.
     seq: AtomicU64,
     snapshot_lock: Mutex<()>,
@@ -123,6 +125,7 @@ impl Consumption {
             dir: state_dir,
             slots,
             journal,
+            snapshot_failing: AtomicBool::new(false),
             seq: AtomicU64::new(recovered.max_seq.saturating_add(1).max(seq_floor())),
             snapshot_lock: Mutex::new(()),
             shut_down: AtomicBool::new(false),
@@ -143,6 +146,7 @@ impl Consumption {
     /// fsync shared with concurrent callers: call it from `spawn_blocking` in async code).
     pub fn ack(&self, group: &str, topic: &str, receipt_handle: &str) -> Result<(), ConsumeError> {
         self.inner.check_open()?;
+        self.inner.journal_ready()?;
         let h = ReceiptHandle::decode(receipt_handle, topic)?;
         let key = StateKey {
             group: group.to_owned(),
@@ -176,10 +180,22 @@ impl Consumption {
         topic: &str,
         receipt_handles: &[&str],
     ) -> Vec<Result<(), ConsumeError>> {
-        if self.inner.check_open().is_err() {
+        if let Err(e) = self
+            .inner
+            .check_open()
+            .and_then(|()| self.inner.journal_ready())
+        {
+            let reason = e.to_string();
             return receipt_handles
                 .iter()
-                .map(|_| Err(ConsumeError::ShutDown))
+                .map(|_| {
+                    Err(match &e {
+                        ConsumeError::ShutDown => ConsumeError::ShutDown,
+                        _ => ConsumeError::JournalFailed {
+                            reason: reason.clone(),
+                        },
+                    })
+                })
                 .collect();
         }
         let key = StateKey {
@@ -249,6 +265,7 @@ impl Consumption {
         invisible: Duration,
     ) -> Result<String, ConsumeError> {
         self.inner.check_open()?;
+        self.inner.journal_ready()?;
         let max = self.inner.config.max_invisible;
         if invisible > max {
             return Err(ConsumeError::IllegalInvisibleTime {
@@ -309,6 +326,7 @@ impl Consumption {
         receipt_handle: &str,
     ) -> Result<(), ConsumeError> {
         self.inner.check_open()?;
+        self.inner.journal_ready()?;
         let h = ReceiptHandle::decode(receipt_handle, topic)?;
         let key = StateKey {
             group: group.to_owned(),
@@ -378,6 +396,7 @@ impl Consumption {
         timestamp_ms: i64,
     ) -> Result<Vec<(u32, QueueOffset)>, ConsumeError> {
         self.inner.check_open()?;
+        self.inner.journal_ready()?;
         let key = StateKey {
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -502,12 +521,61 @@ impl Inner {
         let Some(_guard) = self.snapshot_lock.try_lock() else {
             return;
         };
-        if let Err(e) = self
+        match self
             .journal
             .rotate()
             .and_then(|gen| self.write_snapshot(gen))
         {
-            tracing::error!(error = %e, dir = %self.dir.display(), "consumption snapshot failed");
+            Ok(()) => {
+                if self.snapshot_failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(dir = %self.dir.display(), "consumption snapshots work again");
+                }
+            }
+            Err(e) => {
+                if !self.snapshot_failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %e, dir = %self.dir.display(), "consumption snapshot failed; the journal keeps growing until one succeeds");
+                }
+            }
+        }
+    }
+
+    /// `Ok` while the journal accepts state changes. After a failure it fails fast with the
+    /// reason and, at most once per [`journal::REPAIR_INTERVAL`], starts a repair on a thread
+    /// of its own (it writes a snapshot, which fsyncs: not on the caller's thread, which may
+    /// be an async worker).
+    pub(super) fn journal_ready(self: &Arc<Self>) -> Result<(), ConsumeError> {
+        let Err(failure) = self.journal.check() else {
+            return Ok(());
+        };
+        if self.journal.claim_repair() && !self.is_shut_down() {
+            let inner = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("rocketlog-journal-repair".into())
+                .spawn(move || inner.repair_journal());
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not start a journal repair; will retry");
+            }
+        }
+        Err(failure)
+    }
+
+    /// Makes the journal usable again after a failure: a new generation, then a snapshot of
+    /// the whole state (which holds every change the failed generation may have lost).
+    fn repair_journal(&self) {
+        let _guard = self.snapshot_lock.lock();
+        if self.journal.check().is_ok() || self.is_shut_down() {
+            return;
+        }
+        match self
+            .journal
+            .reopen()
+            .and_then(|gen| self.write_snapshot(gen))
+        {
+            Ok(()) => {
+                self.journal.repaired();
+                tracing::info!(dir = %self.dir.display(), "consumption state journal repaired; state changes accepted again");
+            }
+            Err(e) => tracing::debug!(error = %e, "journal repair failed; will retry"),
         }
     }
 

@@ -54,9 +54,13 @@ pub enum ConsumeError {
         reason: String,
     },
 
-    /// A previous fsync of the state journal failed; the engine refuses further state changes
-    /// until it is reopened, since it can no longer tell what is durable. Maps to INTERNAL_ERROR.
-    #[error("consumption state journal failed earlier ({reason}); reopen required")]
+    /// A write or fsync of the state journal failed (e.g. the disk is full). State changes are
+    /// refused until the engine repairs the journal by itself, which it tries at most once a
+    /// second. Maps to INTERNAL_SERVER_ERROR (retriable).
+    #[error(
+        "consumption state cannot be saved ({reason}); state changes resume by themselves \
+         once it can be written again"
+    )]
     JournalFailed { reason: String },
 
     /// The engine was shut down. Maps to INTERNAL_ERROR.

@@ -10,12 +10,18 @@
 //! `seq u64 | attempt u32 | deadline_ms i64 | message_group opt-str` (`str` = u32 length +
 //! UTF-8; `opt-str` = presence byte + str). A frame that is cut short or fails its CRC ends the
 //! replay of that file (a torn tail: it was never acknowledged).
+//!
+//! A failed write or fsync (a full disk, an I/O error) makes the journal refuse appends: after
+//! it nothing tells what reached the disk. The engine repairs it without a restart once it can
+//! write again ([`Journal::reopen`], a snapshot of the whole state, [`Journal::repaired`]);
+//! until then every state change fails with a retriable error.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -29,6 +35,8 @@ const FRAME_HEADER: usize = 8;
 /// No record comes near this; a larger length is corruption.
 const MAX_PAYLOAD: usize = 1 << 20;
 const FILE_PREFIX: &str = "journal.";
+/// Least time between two repair attempts of a failed journal.
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// (consumer group, topic): the unit of consumption state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -274,6 +282,8 @@ pub struct Journal {
     /// cache), so they survive a crash of the process, only not of the machine: the guarantee
     /// of the broker's Async flush mode, which this follows.
     fsync: bool,
+    /// While failed: when the next repair attempt may start.
+    next_repair: Mutex<Option<Instant>>,
 }
 
 fn create(dir: &Path, gen: u64) -> Result<(File, PathBuf), ConsumeError> {
@@ -306,6 +316,7 @@ impl Journal {
             synced: AtomicU64::new(0),
             sync_lock: Mutex::new(()),
             fsync,
+            next_repair: Mutex::new(None),
         })
     }
 
@@ -313,6 +324,61 @@ impl Journal {
         ConsumeError::JournalFailed {
             reason: reason.to_owned(),
         }
+    }
+
+    /// Marks the journal failed; only the first failure is logged (not every refused call).
+    fn fail(&self, a: &mut Active, reason: String) {
+        if a.failed.is_none() {
+            tracing::warn!(
+                error = %reason,
+                "consumption state journal failed; state changes are refused until it can \
+                 be written again"
+            );
+        }
+        a.failed = Some(reason);
+    }
+
+    /// `Err(JournalFailed)` while an earlier write or fsync failure is not repaired.
+    pub fn check(&self) -> Result<(), ConsumeError> {
+        match &self.active.lock().failed {
+            Some(reason) => Err(Self::failed(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the caller may start a repair now: true at most once per [`REPAIR_INTERVAL`].
+    pub fn claim_repair(&self) -> bool {
+        let mut next = self.next_repair.lock();
+        let now = Instant::now();
+        if next.is_some_and(|at| now < at) {
+            return false;
+        }
+        *next = Some(now + REPAIR_INTERVAL);
+        true
+    }
+
+    /// First step of a repair: switches to a new, empty generation and returns it. The journal
+    /// stays failed (appends refused) until [`repaired`](Self::repaired); the caller writes a
+    /// snapshot naming the new generation in between. The failed generation is not fsynced:
+    /// that snapshot supersedes it.
+    pub fn reopen(&self) -> Result<u64, ConsumeError> {
+        let mut a = self.active.lock();
+        let gen = a.gen + 1;
+        let (file, path) = create(&self.dir, gen)?;
+        a.file = Arc::new(file);
+        a.path = path;
+        a.gen = gen;
+        a.gen_bytes = 0;
+        Ok(gen)
+    }
+
+    /// Last step of a repair: a snapshot holding every change made so far is on disk, so
+    /// everything written up to now counts as durable and appends are accepted again.
+    pub fn repaired(&self) {
+        let mut a = self.active.lock();
+        a.failed = None;
+        self.synced.fetch_max(a.written, Ordering::AcqRel);
+        *self.next_repair.lock() = None;
     }
 
     /// Writes the records (one `write`, no fsync) and returns the ticket to pass to
@@ -327,8 +393,9 @@ impl Journal {
         }
         let bytes = encode(records);
         if let Err(e) = (&*a.file).write_all(&bytes) {
-            a.failed = Some(format!("write to {}: {e}", a.path.display()));
-            return Err(ConsumeError::io(&a.path, e));
+            let reason = format!("write to {}: {e}", a.path.display());
+            self.fail(&mut a, reason.clone());
+            return Err(Self::failed(&reason));
         }
         a.written += bytes.len() as u64;
         a.gen_bytes += bytes.len() as u64;
@@ -360,8 +427,9 @@ impl Journal {
         // A rotation between taking the file and now fsyncs the old generation itself and
         // publishes that through `synced`, so fsyncing the file taken here is enough.
         if let Err(e) = file.sync_data() {
-            self.active.lock().failed = Some(format!("fsync of {}: {e}", path.display()));
-            return Err(ConsumeError::io(path, e));
+            let reason = format!("fsync of {}: {e}", path.display());
+            self.fail(&mut self.active.lock(), reason.clone());
+            return Err(Self::failed(&reason));
         }
         self.synced.fetch_max(upto, Ordering::AcqRel);
         Ok(())
@@ -382,8 +450,9 @@ impl Journal {
             return Err(Self::failed(reason));
         }
         if let Err(e) = a.file.sync_data() {
-            a.failed = Some(format!("fsync of {}: {e}", a.path.display()));
-            return Err(ConsumeError::io(&a.path, e));
+            let reason = format!("fsync of {}: {e}", a.path.display());
+            self.fail(&mut a, reason.clone());
+            return Err(Self::failed(&reason));
         }
         self.synced.fetch_max(a.written, Ordering::AcqRel);
         let gen = a.gen + 1;

@@ -384,6 +384,9 @@ impl Consumption {
         let inner = &self.inner;
         inner.check_open()?;
         inner.validate_receive(&req)?;
+        // Before any delivery is made in memory: a pass whose journal write fails would leave
+        // its messages invisible until their deadline.
+        inner.journal_ready()?;
         let key = StateKey {
             group: req.group.clone(),
             topic: req.topic.clone(),

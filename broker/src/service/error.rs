@@ -103,9 +103,33 @@ impl ApiError {
         if code == Code::InternalError {
             tracing::warn!(error = %self, "request failed");
         }
+        let message = if self.is_unavailable() {
+            // The Apache broker's SERVICE_NOT_AVAILABLE remark, which its proxy passes on.
+            format!("service not available now, retry later or elsewhere: {self}")
+        } else {
+            self.to_string()
+        };
         Status {
             code: code as i32,
-            message: self.to_string(),
+            message,
+        }
+    }
+
+    /// The broker cannot take this request now (disk full, store read-only, consumption
+    /// state not writable); retrying later, or on another broker, may succeed.
+    fn is_unavailable(&self) -> bool {
+        let store = |e: &rocketlog_store::StoreError| {
+            matches!(
+                e,
+                rocketlog_store::StoreError::DiskFull { .. }
+                    | rocketlog_store::StoreError::ReadOnly { .. }
+            )
+        };
+        match self {
+            ApiError::Store(e) => store(e),
+            ApiError::Consume(ConsumeError::Store(e)) => store(e),
+            ApiError::Consume(ConsumeError::JournalFailed { .. }) => true,
+            _ => false,
         }
     }
 }
@@ -118,6 +142,8 @@ fn consume_code(e: &ConsumeError) -> Code {
         ConsumeError::IllegalBatchSize { .. } => Code::BadRequest,
         ConsumeError::NoQueues { .. } => Code::TopicNotFound,
         ConsumeError::Store(s) => store_code(s),
+        // Retriable: the journal heals itself once it can write again.
+        ConsumeError::JournalFailed { .. } => Code::InternalServerError,
         _ => Code::InternalError,
     }
 }
@@ -127,7 +153,9 @@ fn store_code(e: &rocketlog_store::StoreError) -> Code {
     match e {
         S::MessageTooLarge { .. } | S::FieldTooLong { .. } => Code::MessagePropertiesTooLarge,
         S::BadTopic(_) => Code::IllegalTopic,
-        S::DiskFull { .. } | S::ReadOnly { .. } => Code::Forbidden,
+        // What the Apache proxy answers when its broker says SERVICE_NOT_AVAILABLE ("the
+        // broker's disk is full, ..."): clients resend to another queue or retry later.
+        S::DiskFull { .. } | S::ReadOnly { .. } => Code::InternalServerError,
         _ => Code::InternalError,
     }
 }
@@ -181,6 +209,24 @@ pub fn batch_status<'a>(entries: impl IntoIterator<Item = Option<&'a Status>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_service_unavailable_not_a_permission_problem() {
+        let full = ApiError::Store(rocketlog_store::StoreError::DiskFull {
+            path: "/data/commitlog/00000000000008388608".into(),
+            needed: 8 << 20,
+            keep_free: 1 << 20,
+            available: 4096,
+        });
+        let s = full.status();
+        assert_eq!(s.code, Code::InternalServerError as i32);
+        assert!(s.message.starts_with("service not available"), "{}", s.message);
+        assert!(s.message.contains("disk full"), "{}", s.message);
+        let journal = ApiError::Consume(ConsumeError::JournalFailed {
+            reason: "No space left on device".into(),
+        });
+        assert_eq!(journal.status().code, Code::InternalServerError as i32);
+    }
 
     #[test]
     fn batch_status_rules() {

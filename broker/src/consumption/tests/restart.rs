@@ -121,3 +121,69 @@ async fn restart_of_store_and_engine_keeps_acks() {
     assert_eq!(bodies(&again), ["m1"]);
     assert_eq!(again[0].delivery_attempt, 2);
 }
+
+/// The journal generations in the state directory.
+fn journal_generations(e: &Env) -> Vec<u64> {
+    journal::list(&e.state_dir)
+        .unwrap()
+        .into_iter()
+        .map(|(gen, _)| gen)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_journal_write_is_repaired_without_a_restart() {
+    let mut e = env();
+    for i in 0..3 {
+        e.send(TOPIC, 0, None, None, &format!("m{i}"));
+    }
+    e.wait_dispatched(TOPIC, 0, 3).await;
+    let d = e.recv(req()).await;
+    assert_eq!(d.len(), 3);
+    // The next generation is /dev/full: every write to it fails with ENOSPC, as on a full disk.
+    let next = journal_generations(&e).last().unwrap() + 1;
+    std::os::unix::fs::symlink("/dev/full", journal::journal_path(&e.state_dir, next)).unwrap();
+    e.c.snapshot().unwrap();
+    // While the disk stays full, a repair cannot write its snapshot either.
+    let tmp = e.state_dir.join("snapshot.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+
+    let failed = e.c.ack(GROUP, TOPIC, &d[0].receipt_handle);
+    assert!(matches!(failed, Err(ConsumeError::JournalFailed { .. })), "{failed:?}");
+    // Every state change now fails fast with the same retriable error; none is half made.
+    for _ in 0..3 {
+        assert!(matches!(
+            e.c.ack(GROUP, TOPIC, &d[1].receipt_handle),
+            Err(ConsumeError::JournalFailed { .. })
+        ));
+        assert!(matches!(
+            e.c.receive(req()).await,
+            Err(ConsumeError::JournalFailed { .. })
+        ));
+    }
+
+    // Space returns: the engine repairs the journal by itself (at most a second later).
+    std::fs::remove_file(&tmp).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match e.c.ack(GROUP, TOPIC, &d[0].receipt_handle) {
+            Ok(()) => break,
+            Err(ConsumeError::JournalFailed { .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "journal never repaired");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    e.c.ack(GROUP, TOPIC, &d[1].receipt_handle).unwrap();
+    assert!(
+        !journal_generations(&e).contains(&next),
+        "the failed generation was left behind"
+    );
+    // A crash after the repair keeps both acks and the delivery still in flight.
+    e.reopen();
+    assert_eq!(e.lag(TOPIC, 0).committed_offset, QueueOffset(2));
+    assert!(e.recv(req()).await.is_empty(), "m2 is still in flight");
+    e.clock.advance(10_000);
+    assert_eq!(bodies(&e.recv(req()).await), ["m2"]);
+}
