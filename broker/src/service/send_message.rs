@@ -175,7 +175,7 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
             kind.as_str()
         )));
     }
-    let queue_id = pick_queue(b, &topic, sys.queue_id, group.as_deref());
+    let queue_id = pick_queue(b, &topic, group.as_deref());
 
     let mut properties: Vec<(String, String)> = msg.user_properties.into_iter().collect();
     // A stable order keeps the stored record independent of hash-map iteration.
@@ -243,20 +243,13 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
     })
 }
 
-/// The queue for a message: the one the client chose if it is valid here and explicit
-/// (proto3 cannot tell an explicit 0 from unset, and the Python client never sets it, so 0
-/// counts as unset); else a FIFO message group always maps to the same queue (stable hash),
-/// and other messages go round robin.
-fn pick_queue(b: &Broker, topic: &TopicConfig, requested: i32, group: Option<&str>) -> u32 {
-    // Clients always set the queue they chose (proto3 cannot say "unset"), and FIFO
-    // producers choose by their own hash of the message group: honour any valid id, 0 included.
-    if let Ok(q) = u32::try_from(requested) {
-        if q < topic.queue_count {
-            return q;
-        }
-    }
+/// The queue for a message, chosen as the Apache proxy chooses it: a message group always maps
+/// to the same queue (`queue_for_group`, the proxy's hash), other messages go round robin.
+/// The message's own `queue_id` is not a choice: proto3 cannot tell an explicit 0 from unset,
+/// and clients that never set it (Python, Node) would put every message in queue 0.
+fn pick_queue(b: &Broker, topic: &TopicConfig, group: Option<&str>) -> u32 {
     match group {
-        Some(g) => crc32c::crc32c(g.as_bytes()) % topic.queue_count.max(1),
+        Some(g) => rocketlog_common::queue_for_group(g, topic.queue_count),
         None => b.next_queue(topic.queue_count),
     }
 }

@@ -6,9 +6,11 @@
 pub mod message_id;
 pub mod names;
 pub mod offsets;
+pub mod queue_select;
 pub mod tag;
 
 pub use message_id::MessageIdGenerator;
 pub use names::{validate_group, validate_topic, NameError};
 pub use offsets::{PhysicalOffset, QueueId, QueueOffset};
+pub use queue_select::queue_for_group;
 pub use tag::tag_hash;
