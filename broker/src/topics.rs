@@ -158,6 +158,13 @@ struct TopicFile {
     topics: Vec<TopicConfig>,
 }
 
+/// Retry (`%RETRY%`) and dead-letter (`%DLQ%`) topics belong to the broker: a producer's send
+/// or a route query never creates one.
+fn is_broker_owned(name: &str) -> bool {
+    name.starts_with(rocketlog_common::names::RETRY_TOPIC_PREFIX)
+        || name.starts_with(rocketlog_common::names::DLQ_TOPIC_PREFIX)
+}
+
 /// Settings of [`TopicManager`].
 #[derive(Debug, Clone, Copy)]
 pub struct TopicDefaults {
@@ -233,7 +240,7 @@ impl TopicManager {
         if let Some(t) = self.get(name) {
             return Ok(t);
         }
-        if !self.defaults.auto_create {
+        if !self.defaults.auto_create || is_broker_owned(name) {
             return Err(TopicError::NotFound {
                 topic: name.to_owned(),
             });
@@ -261,7 +268,8 @@ impl TopicManager {
         Ok(created)
     }
 
-    /// Creates a topic; fails if it exists.
+    /// Creates a topic; fails if it exists. Retry and dead-letter topics are made only this
+    /// way (by the broker), never by auto-creation.
     pub fn create(&self, config: TopicConfig) -> Result<Arc<TopicConfig>, TopicError> {
         config.validate()?;
         let _w = self.write.lock();
@@ -402,6 +410,25 @@ mod tests {
             tm.get_or_create("t", &[TopicMessageType::Normal]),
             Err(TopicError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn retry_and_dead_letter_topics_are_never_auto_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let tm = TopicManager::open(dir.path(), DEFAULTS).unwrap();
+        for name in ["%RETRY%billing", "%DLQ%billing"] {
+            assert!(matches!(
+                tm.get_or_create(name, &[TopicMessageType::Normal]),
+                Err(TopicError::NotFound { .. })
+            ));
+        }
+        assert!(tm.get("%RETRY%billing").is_none());
+        // The broker makes a dead-letter topic explicitly; then it is found.
+        tm.create(TopicConfig::new("%DLQ%billing", 1, [TopicMessageType::Normal]))
+            .unwrap();
+        assert!(tm
+            .get_or_create("%DLQ%billing", &[TopicMessageType::Normal])
+            .is_ok());
     }
 
     #[test]

@@ -18,6 +18,27 @@ pub const MAX_MESSAGES_PER_SEND: usize = 1024;
 /// Prefix of the broker's own topics (transaction half and op messages, ...): no client may
 /// route, send to or read them (the proxy refuses system topics with ILLEGAL_TOPIC too).
 pub const SYSTEM_TOPIC_PREFIX: &str = "RMQ_SYS_";
+/// Apache RocketMQ's own system topic prefix (`TopicValidator.SYSTEM_TOPIC_PREFIX`).
+const APACHE_SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
+/// Apache RocketMQ's system topics without either prefix (`TopicValidator.SYSTEM_TOPIC_SET`):
+/// refused too, so that an application written against rocketlog behaves the same there.
+const APACHE_SYSTEM_TOPICS: &[&str] = &[
+    "TBW102",
+    "SCHEDULE_TOPIC_XXXX",
+    "BenchmarkTest",
+    "TRANS_CHECK_MAX_TIME_TOPIC",
+    "SELF_TEST_TOPIC",
+    "OFFSET_MOVED_EVENT",
+    "CHECKPOINT_TOPIC",
+];
+
+/// A topic of the broker itself, which no client may route, send to or read (the proxy's
+/// `TopicValidator.isSystemTopic`, plus rocketlog's own `RMQ_SYS_` topics).
+pub fn is_system_topic(name: &str) -> bool {
+    name.starts_with(SYSTEM_TOPIC_PREFIX)
+        || name.starts_with(APACHE_SYSTEM_TOPIC_PREFIX)
+        || APACHE_SYSTEM_TOPICS.contains(&name)
+}
 /// Most entries in one AckMessage request.
 pub const MAX_ACK_ENTRIES: usize = 1024;
 
@@ -33,9 +54,9 @@ fn is_blank(s: &str) -> bool {
 pub fn topic(resource: Option<&v2::Resource>) -> Result<String, ApiError> {
     let name = resource.map(|r| r.name.as_str()).unwrap_or_default();
     rocketlog_common::validate_topic(name).map_err(|e| ApiError::IllegalTopic(e.to_string()))?;
-    if name.starts_with(SYSTEM_TOPIC_PREFIX) {
+    if is_system_topic(name) {
         return Err(ApiError::IllegalTopic(format!(
-            "topic {name:?} is a system topic of the broker"
+            "cannot access system topic {name:?}"
         )));
     }
     Ok(name.to_owned())
@@ -228,14 +249,24 @@ mod tests {
             name: "Topic_1".into(),
         };
         assert_eq!(topic(Some(&r)).unwrap(), "Topic_1");
-        let system = v2::Resource {
-            resource_namespace: String::new(),
-            name: "RMQ_SYS_TRANS_HALF_TOPIC".into(),
-        };
-        assert_eq!(
-            topic(Some(&system)).unwrap_err().code(),
-            v2::Code::IllegalTopic
-        );
+        for name in [
+            "RMQ_SYS_TRANS_HALF_TOPIC",
+            "RMQ_SYS_WHEEL_TIMER",
+            "rmq_sys_SYNC_BROKER_MEMBER_x",
+            "TBW102",
+            "SCHEDULE_TOPIC_XXXX",
+        ] {
+            let system = v2::Resource {
+                resource_namespace: String::new(),
+                name: name.into(),
+            };
+            let e = topic(Some(&system)).unwrap_err();
+            assert_eq!(e.code(), v2::Code::IllegalTopic, "{name}");
+            assert!(e.to_string().contains("system topic"), "{e}");
+        }
+        // Retry and dead-letter topics are not system topics (consumers read DLQs).
+        assert!(!is_system_topic("%DLQ%group"));
+        assert!(!is_system_topic("%RETRY%group"));
         let bad = v2::Resource {
             resource_namespace: String::new(),
             name: "a b".into(),
