@@ -424,8 +424,12 @@ mod tests {
         }
         assert!(tm.get("%RETRY%billing").is_none());
         // The broker makes a dead-letter topic explicitly; then it is found.
-        tm.create(TopicConfig::new("%DLQ%billing", 1, [TopicMessageType::Normal]))
-            .unwrap();
+        tm.create(TopicConfig::new(
+            "%DLQ%billing",
+            1,
+            [TopicMessageType::Normal],
+        ))
+        .unwrap();
         assert!(tm
             .get_or_create("%DLQ%billing", &[TopicMessageType::Normal])
             .is_ok());

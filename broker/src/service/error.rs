@@ -220,7 +220,11 @@ mod tests {
         });
         let s = full.status();
         assert_eq!(s.code, Code::InternalServerError as i32);
-        assert!(s.message.starts_with("service not available"), "{}", s.message);
+        assert!(
+            s.message.starts_with("service not available"),
+            "{}",
+            s.message
+        );
         assert!(s.message.contains("disk full"), "{}", s.message);
         let journal = ApiError::Consume(ConsumeError::JournalFailed {
             reason: "No space left on device".into(),

@@ -4,8 +4,9 @@
 //! broker can push commands later: the transaction checker sends
 //! `RecoverOrphanedTransactionCommand`s to producers of a topic through it
 //! (`crate::transaction::checker`), and the producer answers with an `EndTransaction` call, not
-//! on this stream. A closed or failed inbound stream means the client left: the registry
-//! forgets it and the task ends quietly.
+//! on this stream. A closed or reset inbound stream means the client left: the registry
+//! forgets it and the task ends quietly. A command that does not decode ends the stream with
+//! `INVALID_ARGUMENT` naming the decode error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +60,21 @@ async fn serve(
         };
         let command = match next {
             Ok(Some(command)) => command,
-            Ok(None) | Err(_) => break,
+            Ok(None) => break,
+            Err(status) if status.code() == tonic::Code::Internal => {
+                // Bytes that are not a TelemetryCommand: say so rather than end the stream
+                // with OK (unary calls answer the same bytes the same way).
+                tracing::debug!(%client, error = %status.message(), "undecodable telemetry command");
+                let _ = tx
+                    .send(Err(Status::invalid_argument(format!(
+                        "undecodable TelemetryCommand: {}",
+                        status.message()
+                    ))))
+                    .await;
+                break;
+            }
+            // The client reset or cancelled the stream: it left.
+            Err(_) => break,
         };
         match command.command {
             Some(v2::telemetry_command::Command::Settings(settings)) => {

@@ -10,8 +10,9 @@
 /// Java's `String.hashCode`: `s[0]·31^(n-1) + … + s[n-1]` over the UTF-16 code units,
 /// wrapping at 32 bits.
 pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
+    s.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
 }
 
 /// Guava's `Hashing.consistentHash(input, buckets)`: a bucket in `[0, buckets)` that changes
@@ -23,7 +24,9 @@ pub fn consistent_hash(input: i64, buckets: u32) -> u32 {
     // Guava's linear congruential generator, seeded with the input.
     let mut state = input as u64;
     let mut next_double = || {
-        state = state.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        state = state
+            .wrapping_mul(2_862_933_555_777_941_757)
+            .wrapping_add(1);
         f64::from(((state >> 33) as i32).wrapping_add(1)) / 2f64.powi(31)
     };
     let mut candidate: i64 = 0;

@@ -444,7 +444,14 @@ mod tests {
             f2.load(Ordering::SeqCst)
                 .then(|| io::Error::from(io::ErrorKind::StorageFull))
         });
-        let alloc = Arc::new(Allocator::new(dir.path().into(), 8192, 0, 4096, false, faults));
+        let alloc = Arc::new(Allocator::new(
+            dir.path().into(),
+            8192,
+            0,
+            4096,
+            false,
+            faults,
+        ));
         alloc.prefault_to(0, 4096); // nothing mapped yet: no work, no spin
         let a2 = alloc.clone();
         let t = std::thread::spawn(move || a2.run());

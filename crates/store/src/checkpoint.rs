@@ -122,11 +122,7 @@ impl Checkpoint {
         }
         let idx = u64_at(32);
         let dispatched = u64_at(24);
-        let indexed = if version == 1 {
-            dispatched
-        } else {
-            u64_at(56)
-        };
+        let indexed = if version == 1 { dispatched } else { u64_at(56) };
         Ok(Checkpoint {
             clean: u32_at(8) & FLAG_CLEAN != 0,
             index_entries: u32_at(12),

@@ -164,4 +164,3 @@ impl StoreError {
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }
-

@@ -433,7 +433,9 @@ impl Index {
         let path = self.dir.join(file_name(begin));
         let (_, mut writer) =
             create_with_room(&path, header.file_len(), self.config.keep_free, || {
-                self.config.faults.check(IoPoint::CreateIndexFile { begin })?;
+                self.config
+                    .faults
+                    .check(IoPoint::CreateIndexFile { begin })?;
                 MappedFile::create(&path, header.file_len(), false)
             })?;
         writer
@@ -560,7 +562,13 @@ mod tests {
     #[test]
     fn lookup_rolls_files_and_survives_crash_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(dir.path().join("index"), geometry(), Some(&cp(0, None, 0)), 0).unwrap();
+        let idx = Index::open(
+            dir.path().join("index"),
+            geometry(),
+            Some(&cp(0, None, 0)),
+            0,
+        )
+        .unwrap();
         {
             let mut b = idx.batch();
             for p in 0..10u64 {

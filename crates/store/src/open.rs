@@ -85,7 +85,9 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
     let log_min = rec.segments.first().map_or(end, |s| s.base);
     let replay_start = cp.map_or(log_min, |c| c.dispatched).clamp(log_min, end);
     // Below `replay_start` only if the index lagged behind the queues (no room for it).
-    let index_start = cp.map_or(log_min, |c| c.indexed).clamp(log_min, replay_start);
+    let index_start = cp
+        .map_or(log_min, |c| c.indexed)
+        .clamp(log_min, replay_start);
     let allocator = Arc::new(Allocator::new(
         log_dir,
         config.segment_size,

@@ -50,11 +50,17 @@ fn queues_go_on_without_the_index_and_it_catches_up_without_a_restart() {
     append_n(&store, 0, 500);
     wait_dispatched(&store);
     // Every message is readable although the index stopped after its first file.
-    assert_eq!(read_all(&store, "T", 0).len() + read_all(&store, "T", 1).len(), 500);
+    assert_eq!(
+        read_all(&store, "T", 0).len() + read_all(&store, "T", 1).len(),
+        500
+    );
     let status = store.index_status();
     assert!(status.lag_bytes() > 0, "{status:?}");
     assert!(
-        status.problem.as_deref().is_some_and(|p| p.contains("disk full")),
+        status
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("disk full")),
         "{status:?}"
     );
     // Lookups cover the part the index lacks by reading it.
@@ -96,7 +102,10 @@ fn a_lagging_index_survives_a_clean_restart_and_a_crash() {
 
     full.store(false, Ordering::SeqCst);
     let store = Store::open(cfg).unwrap();
-    assert_eq!(read_all(&store, "T", 0).len() + read_all(&store, "T", 1).len(), 500);
+    assert_eq!(
+        read_all(&store, "T", 0).len() + read_all(&store, "T", 1).len(),
+        500
+    );
     wait_until("index caught up", || store.index_status().lag_bytes() == 0);
     assert_lookups(&store, [0, 5, 200, 399, 400, 499]);
     store.shutdown().unwrap();

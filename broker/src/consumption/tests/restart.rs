@@ -149,7 +149,10 @@ async fn a_failed_journal_write_is_repaired_without_a_restart() {
     std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
 
     let failed = e.c.ack(GROUP, TOPIC, &d[0].receipt_handle);
-    assert!(matches!(failed, Err(ConsumeError::JournalFailed { .. })), "{failed:?}");
+    assert!(
+        matches!(failed, Err(ConsumeError::JournalFailed { .. })),
+        "{failed:?}"
+    );
     // Every state change now fails fast with the same retriable error; none is half made.
     for _ in 0..3 {
         assert!(matches!(
@@ -169,7 +172,10 @@ async fn a_failed_journal_write_is_repaired_without_a_restart() {
         match e.c.ack(GROUP, TOPIC, &d[0].receipt_handle) {
             Ok(()) => break,
             Err(ConsumeError::JournalFailed { .. }) => {
-                assert!(tokio::time::Instant::now() < deadline, "journal never repaired");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "journal never repaired"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(other) => panic!("unexpected {other:?}"),
