@@ -24,4 +24,4 @@ pub mod transport;
 
 pub use config::{BrokerConfig, FlushMode, ReceiveSettings, StoreSettings};
 pub use error::BrokerError;
-pub use run::{run, standalone};
+pub use run::{run, run_with_ready, standalone};

@@ -37,6 +37,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
+    run_with_ready(config, listener, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the broker serves: the store, the consumption state, open
+/// transactions and pending delayed messages are recovered and gRPC health says `SERVING`.
+/// `ready` is never called when recovery fails (the error is returned instead).
+pub async fn run_with_ready(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    ready: impl FnOnce() + Send,
+) -> Result<(), BrokerError> {
     config.validate()?;
     let bound = listener.local_addr().map_err(BrokerError::Listener)?;
     let endpoint = AdvertisedEndpoint::resolve(config.advertised_address.as_deref(), bound);
@@ -100,6 +112,7 @@ pub async fn run(
         Arc::clone(&timer),
         listener,
         shutdown,
+        ready,
     )
     .await;
     // Before the store closes: its last checkpoint needs the log flushed past its firings.
@@ -129,6 +142,7 @@ async fn serve(
     timer: Arc<Timer>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    ready: impl FnOnce() + Send,
 ) -> Result<(), BrokerError> {
     let bound = listener.local_addr().map_err(BrokerError::Listener)?;
     let topics = Arc::new(TopicManager::open(
@@ -203,6 +217,9 @@ async fn serve(
         advertised = %broker.endpoint.address(),
         "broker serving"
     );
+    // Connections that arrived during recovery wait in the listen backlog; they are
+    // accepted as soon as the transport starts below.
+    ready();
     let stopping = {
         let broker = Arc::clone(&broker);
         async move {

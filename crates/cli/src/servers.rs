@@ -153,9 +153,14 @@ pub async fn standalone(file: Option<&Path>, args: StandaloneArgs) -> anyhow::Re
         ns_listener,
         shutdown.clone().wait(),
     ));
-    announce(Some(client_addr), Some(ns_addr));
-    let broker_result =
-        rocketlog_broker::run(broker_config, client_listener, shutdown.wait()).await;
+    // Announced once the broker has recovered and serves, not when its port is bound.
+    let broker_result = rocketlog_broker::run_with_ready(
+        broker_config,
+        client_listener,
+        shutdown.wait(),
+        move || announce(Some(client_addr), Some(ns_addr)),
+    )
+    .await;
     // The broker has flushed; stop the nameserver too if the broker ended on its own.
     ns_task.abort();
     broker_result.context("broker")?;
@@ -195,8 +200,9 @@ pub async fn broker(file: Option<&Path>, args: BrokerArgs) -> anyhow::Result<()>
     let listener = bind(cfg.listen, DEFAULT_CLIENT_ADDR, "client").await?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::on_signals()?;
-    announce(Some(addr), None);
-    rocketlog_broker::run(broker_config, listener, shutdown.wait())
-        .await
-        .context("broker")
+    rocketlog_broker::run_with_ready(broker_config, listener, shutdown.wait(), move || {
+        announce(Some(addr), None)
+    })
+    .await
+    .context("broker")
 }

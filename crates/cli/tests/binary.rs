@@ -158,3 +158,35 @@ fn invalid_configuration_is_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("configuration"), "{err}");
 }
+
+#[test]
+fn failed_recovery_exits_non_zero_without_announcing_readiness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The delayed-message state is the last thing recovered; a file where its directory
+    // belongs makes recovery fail after the store and the consumption state opened.
+    std::fs::write(dir.path().join("timer"), b"not a directory").expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--nameserver-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("rocketlog ready"),
+        "announced readiness before failing: {stdout}"
+    );
+    assert!(
+        stderr.contains("timer"),
+        "the error names what failed: {stderr}"
+    );
+}
