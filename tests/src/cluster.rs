@@ -273,6 +273,27 @@ impl Cluster {
             .with_context(|| format!("creating topic {name} through the admin API"))
     }
 
+    /// The queue ids of the messages stored under business key `key` in `topic`, looked up
+    /// through the broker's admin API (its key index).
+    pub fn queues_of_key(&self, topic: &str, key: &str) -> anyhow::Result<Vec<u32>> {
+        let addr = self.client_addr;
+        let request = admin::LookupMessageRequest {
+            by: Some(admin::lookup_message_request::By::Key(admin::KeyQuery {
+                topic: topic.to_owned(),
+                key: key.to_owned(),
+            })),
+            max: 32,
+            with_body: false,
+        };
+        self.runtime()?
+            .block_on(async {
+                let mut client = Self::admin(addr).await?;
+                let found = client.lookup_message(request).await?.into_inner();
+                anyhow::Ok(found.messages.iter().map(|m| m.queue_id).collect())
+            })
+            .with_context(|| format!("looking up key {key} of topic {topic}"))
+    }
+
     /// Stops every server and waits for it; the first error wins.
     fn stop_servers(&mut self) -> anyhow::Result<()> {
         let Some(runtime) = self.runtime.take() else {

@@ -108,3 +108,60 @@ fn unknown_topic_is_refused_when_auto_creation_is_off() {
         },
     );
 }
+
+#[test]
+fn sends_of_the_official_client_are_spread_over_the_queues() {
+    const QUEUES: u32 = 8;
+    let tuning = Tuning::default();
+    let cluster = Cluster::start(|config| tuning.apply(config))
+        .unwrap_or_else(|e| panic!("starting the cluster: {e:#}"));
+    let suffix = unique_suffix("queue_spread");
+    let topic = format!("spread-{suffix}");
+    if let Err(e) = cluster.create_topic(&topic, QUEUES, &[MessageType::Normal, MessageType::Fifo])
+    {
+        panic!("creating {topic}: {e:#}\n{}", cluster.logs());
+    }
+    run_scenario(&cluster, "queue_spread.py", &suffix, &tuning);
+    // The counts queue_spread.py sends.
+    let (normal, groups, per_group) = (64, 6, 8);
+    let queue_of = |key: &str| -> u32 {
+        let queues = cluster
+            .queues_of_key(&topic, key)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(queues.len(), 1, "key {key} stored once: {queues:?}");
+        queues[0]
+    };
+    let mut per_queue = vec![0u32; QUEUES as usize];
+    for i in 0..normal {
+        per_queue[queue_of(&format!("n-{i}")) as usize] += 1;
+    }
+    // Round robin: every queue gets its share (the producer's first message may start
+    // anywhere in the rotation).
+    let share = normal / QUEUES;
+    assert!(
+        per_queue.iter().all(|&n| n == share),
+        "normal messages per queue: {per_queue:?}"
+    );
+    let mut group_queues = Vec::new();
+    for g in 0..groups {
+        let q = queue_of(&format!("g{g}-0"));
+        for i in 1..per_group {
+            assert_eq!(
+                queue_of(&format!("g{g}-{i}")),
+                q,
+                "every message of group g{g} in one queue"
+            );
+        }
+        group_queues.push(q);
+    }
+    group_queues.sort_unstable();
+    group_queues.dedup();
+    assert!(
+        group_queues.len() > 1,
+        "{groups} message groups all hashed to one queue: {group_queues:?}"
+    );
+    println!("normal messages per queue: {per_queue:?}; queues of the groups: {group_queues:?}");
+    if let Err(e) = cluster.stop() {
+        panic!("queue_spread.py passed, but the cluster did not stop cleanly: {e:#}");
+    }
+}
