@@ -377,7 +377,7 @@ impl CommitLog {
     /// The message at `pos`, CRC-checked.
     pub(crate) fn read_message(&self, pos: u64) -> Result<StoredMessage, StoreError> {
         self.with_record(pos, |bytes, seg| match record::decode(bytes) {
-            Ok(Record::Message(v)) => Ok(StoredMessage::from_view(&v)),
+            Ok(Record::Message(v)) => Ok(v.to_stored()),
             Ok(Record::Filler { .. }) => Err(self.out_of_range(pos)),
             Err(e) => Err(StoreError::corrupt(
                 seg.file.path(),

@@ -11,12 +11,12 @@ use crate::error::StoreError;
 use crate::flush::Flusher;
 use crate::index::Index;
 use crate::queue_registry::QueueRegistry;
-use crate::retention;
+use crate::retention::{self, RetentionReport};
 use crate::wake::{Wake, NAP};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Stop request for the dispatcher and the housekeeper.
 pub(crate) const RUNNING: u8 = 0;
@@ -54,14 +54,20 @@ pub(crate) struct Core {
     pub lock_file: Mutex<Option<File>>,
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use crate::clock::now_ms;
 
 impl Core {
+    /// One retention pass over the parts of the store it prunes.
+    pub(crate) fn run_retention(&self) -> Result<RetentionReport, StoreError> {
+        retention::run(retention::Scope {
+            config: &self.config,
+            log: &self.log,
+            dispatched: self.dispatch.position(),
+            queues: &self.queues,
+            index: &self.index,
+        })
+    }
+
     pub(crate) fn check_open(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::ShutDown);
@@ -205,7 +211,7 @@ impl Core {
                 next_checkpoint = now + self.config.checkpoint_interval;
             }
             if now >= next_retention {
-                if let Err(e) = retention::run(self) {
+                if let Err(e) = self.run_retention() {
                     tracing::error!(error = %e, "retention failed");
                 }
                 next_retention = now + self.config.retention_check_interval;

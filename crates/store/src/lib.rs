@@ -24,6 +24,7 @@
 
 mod allocator;
 pub mod checkpoint;
+mod clock;
 mod commit_log;
 mod config;
 pub mod consume_queue;
@@ -38,6 +39,7 @@ mod open;
 mod queue_registry;
 pub mod record;
 mod recovery;
+mod reserve;
 mod retention;
 pub mod segment;
 mod space;

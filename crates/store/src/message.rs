@@ -1,6 +1,5 @@
 //! The values that cross the store's boundary: what the broker appends and what it reads back.
 
-use crate::record::RecordView;
 use rocketlog_common::{PhysicalOffset, QueueOffset};
 
 /// What the broker hands the store. The store never interprets `flags` or `properties`.
@@ -71,33 +70,6 @@ pub struct StoredMessage {
     pub size: u32,
     /// When the store appended it; never decreases along the log.
     pub store_timestamp_ms: i64,
-}
-
-impl StoredMessage {
-    pub(crate) fn from_view(v: &RecordView<'_>) -> Self {
-        StoredMessage {
-            topic: v.topic.to_owned(),
-            queue_id: v.queue_id,
-            flags: v.flags,
-            tag: v.tag.map(str::to_owned),
-            keys: v.keys().map(str::to_owned).collect(),
-            message_id: v.message_id.to_owned(),
-            born_timestamp_ms: v.born_timestamp_ms,
-            born_host: v.born_host.to_owned(),
-            store_host: v.store_host.to_owned(),
-            reconsume_times: v.reconsume_times,
-            prepared_transaction_offset: v.prepared_transaction_offset,
-            properties: v
-                .properties()
-                .map(|(k, val)| (k.to_owned(), val.to_owned()))
-                .collect(),
-            body: v.body.to_vec(),
-            queue_offset: QueueOffset(v.queue_offset),
-            physical_offset: PhysicalOffset(v.physical_offset),
-            size: v.size,
-            store_timestamp_ms: v.store_timestamp_ms,
-        }
-    }
 }
 
 /// Where an append landed.

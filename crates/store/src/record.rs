@@ -45,8 +45,9 @@
 //!
 //! Bytes after the 24-byte filler header up to the segment end are not covered and not read.
 
-use crate::message::AppendMessage;
+use crate::message::{AppendMessage, StoredMessage};
 use crate::StoreError;
+use rocketlog_common::{PhysicalOffset, QueueOffset};
 use thiserror::Error;
 
 /// Magic of a message record.
@@ -610,6 +611,35 @@ impl<'a> Cursor<'a> {
     fn str32(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let n = self.u32(field)?;
         self.str_n(n as usize, field)
+    }
+}
+
+impl RecordView<'_> {
+    /// An owned copy of the message this record holds.
+    pub(crate) fn to_stored(&self) -> StoredMessage {
+        let v = self;
+        StoredMessage {
+            topic: v.topic.to_owned(),
+            queue_id: v.queue_id,
+            flags: v.flags,
+            tag: v.tag.map(str::to_owned),
+            keys: v.keys().map(str::to_owned).collect(),
+            message_id: v.message_id.to_owned(),
+            born_timestamp_ms: v.born_timestamp_ms,
+            born_host: v.born_host.to_owned(),
+            store_host: v.store_host.to_owned(),
+            reconsume_times: v.reconsume_times,
+            prepared_transaction_offset: v.prepared_transaction_offset,
+            properties: v
+                .properties()
+                .map(|(k, val)| (k.to_owned(), val.to_owned()))
+                .collect(),
+            body: v.body.to_vec(),
+            queue_offset: QueueOffset(v.queue_offset),
+            physical_offset: PhysicalOffset(v.physical_offset),
+            size: v.size,
+            store_timestamp_ms: v.store_timestamp_ms,
+        }
     }
 }
 

@@ -7,12 +7,26 @@
 //! is exact enough and needs no per-segment bookkeeping. Never deleted: the last segment, and
 //! any segment the dispatcher has not finished with.
 
-use crate::core::{now_ms, Core};
+use crate::clock::now_ms;
+use crate::commit_log::CommitLog;
+use crate::config::StoreConfig;
 use crate::error::StoreError;
+use crate::index::Index;
 use crate::mmap::disk_space;
+use crate::queue_registry::QueueRegistry;
 use crate::record::{self, HEADER_LEN};
 use crate::segment::Segment;
 use rocketlog_common::PhysicalOffset;
+
+/// What retention prunes, lent by the store for one pass.
+pub(crate) struct Scope<'a> {
+    pub config: &'a StoreConfig,
+    pub log: &'a CommitLog,
+    /// Segments ending at or below this position are done with by the dispatcher.
+    pub dispatched: u64,
+    pub queues: &'a QueueRegistry,
+    pub index: &'a Index,
+}
 
 /// What one retention run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,17 +42,17 @@ fn first_store_ts(seg: &Segment) -> Option<i64> {
 }
 
 /// Bytes to free so the file system drops to the configured use ratio.
-fn bytes_over_limit(core: &Core) -> u64 {
-    match disk_space(&core.config.data_dir) {
+fn bytes_over_limit(config: &StoreConfig) -> u64 {
+    match disk_space(&config.data_dir) {
         Ok(s) => {
             // Deleting moves bytes from used to available: the capacity stays.
             let capacity = s.used.saturating_add(s.available);
-            let limit = (capacity as f64 * core.config.disk_use_ratio_limit) as u64;
+            let limit = (capacity as f64 * config.disk_use_ratio_limit) as u64;
             let over = s.used.saturating_sub(limit);
             if over > 0 {
                 tracing::warn!(
                     use_ratio = s.use_ratio(),
-                    limit = core.config.disk_use_ratio_limit,
+                    limit = config.disk_use_ratio_limit,
                     "disk use above the limit: deleting the oldest commit-log segments"
                 );
             }
@@ -52,11 +66,11 @@ fn bytes_over_limit(core: &Core) -> u64 {
 }
 
 /// One retention pass.
-pub(crate) fn run(core: &Core) -> Result<RetentionReport, StoreError> {
+pub(crate) fn run(core: Scope<'_>) -> Result<RetentionReport, StoreError> {
     let retention_ms = i64::try_from(core.config.retention.as_millis()).unwrap_or(i64::MAX);
     let cutoff = now_ms().saturating_sub(retention_ms);
-    let mut to_free = bytes_over_limit(core);
-    let dispatched = core.dispatch.position();
+    let mut to_free = bytes_over_limit(core.config);
+    let dispatched = core.dispatched;
     let mut deleted = 0;
     while let Some(seg) = core.log.remove_oldest_if(|old, next| {
         let expired = first_store_ts(next).is_some_and(|ts| ts < cutoff);

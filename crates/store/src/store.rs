@@ -8,7 +8,7 @@ use crate::message::{AppendMessage, LogScan, QueueRead, StoredMessage};
 use crate::open::open_core;
 use crate::queue_registry::remove_tree;
 use crate::record::{self, Prepared, Record, FILLER_LEN};
-use crate::retention::{self, RetentionReport};
+use crate::retention::RetentionReport;
 use crate::{FlushMode, StoreConfig};
 use parking_lot::Mutex;
 use rocketlog_common::{validate_topic, PhysicalOffset, QueueOffset};
@@ -521,9 +521,7 @@ impl Store {
             let step = core
                 .log
                 .with_record(pos, |b, seg| match record::decode(b) {
-                    Ok(Record::Message(v)) => {
-                        Ok((u64::from(v.size), Some(StoredMessage::from_view(&v))))
-                    }
+                    Ok(Record::Message(v)) => Ok((u64::from(v.size), Some(v.to_stored()))),
                     Ok(Record::Filler { size, .. }) => Ok((u64::from(size), None)),
                     Err(e) => Err(StoreError::corrupt(
                         seg.file.path(),
@@ -547,7 +545,7 @@ impl Store {
     /// Runs retention now (it also runs every `retention_check_interval`).
     pub fn run_retention_now(&self) -> Result<RetentionReport, StoreError> {
         self.core().check_open()?;
-        retention::run(self.core())
+        self.core().run_retention()
     }
 }
 
