@@ -15,17 +15,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::checker::{SharedChecker, TransactionResolution};
 use crate::client_id::next_client_id;
 use crate::config::ClientConfig;
-use crate::convert::{endpoints_to_proto, queue_from_proto, resource};
+use crate::convert::{endpoints_to_proto, message_view_from_proto, queue_from_proto, resource};
 use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::route::TopicRoute;
 use crate::rpc::Rpc;
-use crate::session::{self, SessionHandle};
+use crate::session::{self, SessionHandle, SessionHost};
 use crate::settings::{settings_to_proto, Adopted, Role};
-use crate::transaction::SharedChecker;
 
 /// Heartbeat period (the proxy drops clients silent for much longer).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
@@ -233,9 +233,12 @@ impl ClientCore {
         {
             let mut sessions = self.sessions.lock();
             for e in endpoints {
-                let handle = sessions
-                    .entry(e.clone())
-                    .or_insert_with(|| session::spawn(self, e.clone()));
+                let handle = sessions.entry(e.clone()).or_insert_with(|| {
+                    let (handle, task) =
+                        session::spawn(self.weak(), e.clone(), self.cancel.child_token());
+                    self.tasks.spawn(task);
+                    handle
+                });
                 waits.push((e.clone(), handle.handshake.clone()));
             }
         }
@@ -376,6 +379,108 @@ where
                 _ = work(core) => {}
                 _ = cancel.cancelled() => return,
             }
+        }
+    });
+}
+
+pub(crate) async fn end_transaction(
+    core: &ClientCore,
+    endpoints: &Endpoints,
+    topic: &str,
+    message_id: &str,
+    transaction_id: &str,
+    resolution: v2::TransactionResolution,
+    source: v2::TransactionSource,
+) -> Result<(), Error> {
+    let request = v2::EndTransactionRequest {
+        topic: Some(resource(core.namespace(), topic)),
+        message_id: message_id.to_owned(),
+        transaction_id: transaction_id.to_owned(),
+        resolution: resolution as i32,
+        source: source as i32,
+        trace_context: String::new(),
+    };
+    let response = core
+        .rpc
+        .unary(
+            endpoints,
+            "EndTransaction",
+            request,
+            core.request_timeout(),
+            |mut stub, r| async move { stub.end_transaction(r).await },
+        )
+        .await?;
+    Error::from_status(response.status.as_ref(), endpoints)
+}
+
+impl SessionHost for ClientCore {
+    fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    fn request_timeout(&self) -> Duration {
+        ClientCore::request_timeout(self)
+    }
+
+    fn settings(&self) -> v2::Settings {
+        ClientCore::settings(self)
+    }
+
+    fn adopt(&self, settings: &v2::Settings) {
+        self.adopted.apply(settings);
+    }
+
+    fn on_orphaned_transaction(
+        &self,
+        endpoints: Endpoints,
+        command: v2::RecoverOrphanedTransactionCommand,
+    ) {
+        on_orphaned_transaction(self, endpoints, command);
+    }
+}
+
+/// Answers a server's check of an open transaction: asks the checker, then ends the
+/// transaction with `SOURCE_SERVER_CHECK` unless the answer is `Unknown`.
+fn on_orphaned_transaction(
+    core: &ClientCore,
+    endpoints: Endpoints,
+    command: v2::RecoverOrphanedTransactionCommand,
+) {
+    let Some(checker) = core.checker.clone() else {
+        tracing::warn!(endpoint = %endpoints, "transaction check received, but no checker is set");
+        return;
+    };
+    let Some(message) = command.message else {
+        tracing::warn!(endpoint = %endpoints, "transaction check without a message");
+        return;
+    };
+    let view = message_view_from_proto(message, Some(endpoints.clone()));
+    let transaction_id = command.transaction_id;
+    let weak = core.weak();
+    let cancel = core.cancel.clone();
+    core.tasks.spawn(async move {
+        let resolution = tokio::select! {
+            r = checker.check(view.clone()) => r,
+            _ = cancel.cancelled() => return,
+        };
+        let resolution = match resolution {
+            TransactionResolution::Commit => v2::TransactionResolution::Commit,
+            TransactionResolution::Rollback => v2::TransactionResolution::Rollback,
+            TransactionResolution::Unknown => return,
+        };
+        let Some(core) = weak.upgrade() else { return };
+        let result = end_transaction(
+            &core,
+            &endpoints,
+            view.topic(),
+            view.message_id(),
+            &transaction_id,
+            resolution,
+            v2::TransactionSource::SourceServerCheck,
+        )
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(transaction_id, error = %e, "ending a checked transaction failed");
         }
     });
 }

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod acker;
+mod checker;
 mod client_id;
 mod config;
 mod consumer;
@@ -56,6 +57,7 @@ mod simple_consumer;
 mod tls;
 mod transaction;
 
+pub use checker::{TransactionChecker, TransactionResolution};
 pub use config::{
     ClientConfig, ClientConfigBuilder, Credentials, TlsConfig, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_ROUTE_REFRESH_INTERVAL,
@@ -72,7 +74,4 @@ pub use settings::FilterExpression;
 pub use simple_consumer::{
     SimpleConsumer, SimpleConsumerBuilder, DEFAULT_AWAIT_DURATION, MAX_RECEIVE_BATCH,
 };
-pub use transaction::{
-    Transaction, TransactionChecker, TransactionProducer, TransactionProducerBuilder,
-    TransactionResolution,
-};
+pub use transaction::{Transaction, TransactionProducer, TransactionProducerBuilder};

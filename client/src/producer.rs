@@ -80,7 +80,7 @@ pub(crate) async fn start_core(
     config: ClientConfig,
     topics: Vec<String>,
     max_attempts: Option<u32>,
-    checker: Option<crate::transaction::SharedChecker>,
+    checker: Option<crate::checker::SharedChecker>,
 ) -> Result<Arc<ClientCore>, Error> {
     let mut unique: Vec<String> = Vec::with_capacity(topics.len());
     for t in topics {

@@ -6,6 +6,7 @@
 //! reconnect orders, and later settings. A closed stream is reopened after a pause, with
 //! the settings sent again.
 
+use std::future::Future;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -15,15 +16,32 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::ClientCore;
 use crate::endpoints::Endpoints;
 use crate::error::{Code, Error};
-use crate::rpc::rpc_error;
+use crate::rpc::{rpc_error, Rpc};
 
 /// Pause before reopening a closed stream.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Commands buffered for the stream before writers wait.
 const OUTBOUND_BUFFER: usize = 64;
+
+/// What a session needs from the client that owns it.
+pub(crate) trait SessionHost: Send + Sync + 'static {
+    /// The channels to the brokers.
+    fn rpc(&self) -> &Rpc;
+    /// The deadline of one request.
+    fn request_timeout(&self) -> Duration;
+    /// The client's settings as sent to the server.
+    fn settings(&self) -> v2::Settings;
+    /// Takes on the settings the server answered.
+    fn adopt(&self, settings: &v2::Settings);
+    /// Answers the server's check of a transaction the client left open.
+    fn on_orphaned_transaction(
+        &self,
+        endpoints: Endpoints,
+        command: v2::RecoverOrphanedTransactionCommand,
+    );
+}
 
 /// The client's side of a running session. Dropping it ends the session.
 #[derive(Debug)]
@@ -49,28 +67,26 @@ impl Drop for SessionHandle {
     }
 }
 
-/// Starts the session task for `endpoints`.
-pub(crate) fn spawn(core: &ClientCore, endpoints: Endpoints) -> SessionHandle {
+/// Prepares the session with `endpoints`: the handle, and the task the caller runs. The task
+/// ends when `cancel` fires, the handle is dropped, or the host goes away.
+pub(crate) fn spawn<H: SessionHost>(
+    host: Weak<H>,
+    endpoints: Endpoints,
+    cancel: CancellationToken,
+) -> (SessionHandle, impl Future<Output = ()> + Send + 'static) {
     let (handshake_tx, handshake) = watch::channel(false);
     let (resend, resend_rx) = mpsc::unbounded_channel();
-    let cancel = core.cancel.child_token();
-    let task = run(
-        core.weak(),
-        endpoints,
-        handshake_tx,
-        resend_rx,
-        cancel.clone(),
-    );
-    core.tasks.spawn(task);
-    SessionHandle {
+    let task = run(host, endpoints, handshake_tx, resend_rx, cancel.clone());
+    let handle = SessionHandle {
         handshake,
         resend,
         cancel,
-    }
+    };
+    (handle, task)
 }
 
-async fn run(
-    core: Weak<ClientCore>,
+async fn run<H: SessionHost>(
+    core: Weak<H>,
     endpoints: Endpoints,
     handshake: watch::Sender<bool>,
     mut resend: mpsc::UnboundedReceiver<()>,
@@ -80,7 +96,7 @@ async fn run(
         let opened = match core.upgrade() {
             Some(c) => {
                 tokio::select! {
-                    r = open(&c, &endpoints) => r,
+                    r = open(&*c, &endpoints) => r,
                     _ = cancel.cancelled() => return,
                 }
             }
@@ -116,16 +132,16 @@ async fn run(
 type Inbound = tonic::Streaming<v2::TelemetryCommand>;
 
 /// Opens the stream with the settings as its first command.
-async fn open(
-    core: &ClientCore,
+async fn open<H: SessionHost>(
+    core: &H,
     endpoints: &Endpoints,
 ) -> Result<(mpsc::Sender<v2::TelemetryCommand>, Inbound), Error> {
     let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
     let settings = settings_command(core);
     // The receiver is alive right here, and the buffer is empty.
     let _ = tx.try_send(settings);
-    let mut stub = core.rpc.stub(endpoints)?;
-    let request = core.rpc.request(ReceiverStream::new(rx), None);
+    let mut stub = core.rpc().stub(endpoints)?;
+    let request = core.rpc().request(ReceiverStream::new(rx), None);
     let limit = core.request_timeout() + Duration::from_secs(3);
     let response = tokio::time::timeout(limit, stub.telemetry(request))
         .await
@@ -139,7 +155,7 @@ async fn open(
     Ok((tx, response.into_inner()))
 }
 
-fn settings_command(core: &ClientCore) -> v2::TelemetryCommand {
+fn settings_command<H: SessionHost>(core: &H) -> v2::TelemetryCommand {
     v2::TelemetryCommand {
         status: None,
         command: Some(Command::Settings(core.settings())),
@@ -147,8 +163,8 @@ fn settings_command(core: &ClientCore) -> v2::TelemetryCommand {
 }
 
 /// Pumps one stream until it ends. Returns whether to reconnect.
-async fn serve(
-    core: &Weak<ClientCore>,
+async fn serve<H: SessionHost>(
+    core: &Weak<H>,
     endpoints: &Endpoints,
     handshake: &watch::Sender<bool>,
     resend: &mut mpsc::UnboundedReceiver<()>,
@@ -164,7 +180,7 @@ async fn serve(
                     return false;
                 }
                 let command = match core.upgrade() {
-                    Some(c) => settings_command(&c),
+                    Some(c) => settings_command(&*c),
                     None => return false,
                 };
                 if tx.send(command).await.is_err() {
@@ -174,7 +190,7 @@ async fn serve(
             incoming = inbound.message() => match incoming {
                 Ok(Some(command)) => {
                     let Some(c) = core.upgrade() else { return false };
-                    match handle(&c, endpoints, handshake, command) {
+                    match handle(&*c, endpoints, handshake, command) {
                         Reply::None => {}
                         Reply::Send(reply) => {
                             if tx.send(*reply).await.is_err() {
@@ -203,8 +219,8 @@ enum Reply {
     Reconnect,
 }
 
-fn handle(
-    core: &ClientCore,
+fn handle<H: SessionHost>(
+    core: &H,
     endpoints: &Endpoints,
     handshake: &watch::Sender<bool>,
     command: v2::TelemetryCommand,
@@ -216,7 +232,7 @@ fn handle(
     match command.command {
         Some(Command::Settings(settings)) => {
             if status_ok {
-                core.adopted.apply(&settings);
+                core.adopt(&settings);
             } else {
                 tracing::warn!(endpoint = %endpoints, status = ?command.status, "server refused the settings");
             }
@@ -224,7 +240,7 @@ fn handle(
             Reply::None
         }
         Some(Command::RecoverOrphanedTransactionCommand(check)) => {
-            crate::transaction::on_orphaned_transaction(core, endpoints.clone(), check);
+            core.on_orphaned_transaction(endpoints.clone(), check);
             Reply::None
         }
         Some(Command::PrintThreadStackTraceCommand(c)) => {

@@ -2,52 +2,18 @@
 //! the checker that answers the server's questions about transactions left open.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use rocketlog_proto::v2;
 
+use crate::checker::{SharedChecker, TransactionChecker};
 use crate::config::ClientConfig;
-use crate::convert::{message_view_from_proto, resource};
+use crate::core::end_transaction;
 use crate::core::ClientCore;
-use crate::endpoints::Endpoints;
 use crate::error::Error;
-use crate::message::{Message, MessageView, SendReceipt};
+use crate::message::{Message, SendReceipt};
 use crate::producer::{send_messages, start_core};
 use crate::route::MessageType;
-
-/// The outcome of a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransactionResolution {
-    /// Make the message visible to consumers.
-    Commit,
-    /// Discard the message.
-    Rollback,
-    /// Not decided yet: the server asks again later.
-    Unknown,
-}
-
-/// Decides transactions the producer left open (it crashed, or never committed).
-///
-/// The server sends the half message; the checker looks up the local transaction and answers.
-/// Any `Fn(MessageView) -> impl Future<Output = TransactionResolution>` is a checker.
-pub trait TransactionChecker: Send + Sync + 'static {
-    /// The resolution of the transaction that sent `message`.
-    fn check(&self, message: MessageView) -> BoxFuture<'static, TransactionResolution>;
-}
-
-impl<F, Fut> TransactionChecker for F
-where
-    F: Fn(MessageView) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = TransactionResolution> + Send + 'static,
-{
-    fn check(&self, message: MessageView) -> BoxFuture<'static, TransactionResolution> {
-        Box::pin(self(message))
-    }
-}
-
-pub(crate) type SharedChecker = Arc<dyn TransactionChecker>;
 
 /// Sends transactional messages.
 ///
@@ -224,80 +190,4 @@ impl Transaction {
         )
         .await
     }
-}
-
-pub(crate) async fn end_transaction(
-    core: &ClientCore,
-    endpoints: &Endpoints,
-    topic: &str,
-    message_id: &str,
-    transaction_id: &str,
-    resolution: v2::TransactionResolution,
-    source: v2::TransactionSource,
-) -> Result<(), Error> {
-    let request = v2::EndTransactionRequest {
-        topic: Some(resource(core.namespace(), topic)),
-        message_id: message_id.to_owned(),
-        transaction_id: transaction_id.to_owned(),
-        resolution: resolution as i32,
-        source: source as i32,
-        trace_context: String::new(),
-    };
-    let response = core
-        .rpc
-        .unary(
-            endpoints,
-            "EndTransaction",
-            request,
-            core.request_timeout(),
-            |mut stub, r| async move { stub.end_transaction(r).await },
-        )
-        .await?;
-    Error::from_status(response.status.as_ref(), endpoints)
-}
-
-/// Answers a server's check of an open transaction: asks the checker, then ends the
-/// transaction with `SOURCE_SERVER_CHECK` unless the answer is `Unknown`.
-pub(crate) fn on_orphaned_transaction(
-    core: &ClientCore,
-    endpoints: Endpoints,
-    command: v2::RecoverOrphanedTransactionCommand,
-) {
-    let Some(checker) = core.checker.clone() else {
-        tracing::warn!(endpoint = %endpoints, "transaction check received, but no checker is set");
-        return;
-    };
-    let Some(message) = command.message else {
-        tracing::warn!(endpoint = %endpoints, "transaction check without a message");
-        return;
-    };
-    let view = message_view_from_proto(message, Some(endpoints.clone()));
-    let transaction_id = command.transaction_id;
-    let weak = core.weak();
-    let cancel = core.cancel.clone();
-    core.tasks.spawn(async move {
-        let resolution = tokio::select! {
-            r = checker.check(view.clone()) => r,
-            _ = cancel.cancelled() => return,
-        };
-        let resolution = match resolution {
-            TransactionResolution::Commit => v2::TransactionResolution::Commit,
-            TransactionResolution::Rollback => v2::TransactionResolution::Rollback,
-            TransactionResolution::Unknown => return,
-        };
-        let Some(core) = weak.upgrade() else { return };
-        let result = end_transaction(
-            &core,
-            &endpoints,
-            view.topic(),
-            view.message_id(),
-            &transaction_id,
-            resolution,
-            v2::TransactionSource::SourceServerCheck,
-        )
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(transaction_id, error = %e, "ending a checked transaction failed");
-        }
-    });
 }
