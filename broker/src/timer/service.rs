@@ -128,6 +128,8 @@ struct Shared {
     wake: Mutex<bool>,
     wake_cv: Condvar,
     lateness: Mutex<Lateness>,
+    /// Commit-log bytes read at open to learn what fired after the checkpoint.
+    rescanned: u64,
 }
 
 impl Shared {
@@ -171,6 +173,7 @@ impl Timer {
             wake: Mutex::new(false),
             wake_cv: Condvar::new(),
             lateness: Mutex::new(Lateness::new()),
+            rescanned: worker.rescanned,
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -267,6 +270,12 @@ impl Timer {
         self.shutdown();
     }
 
+    /// Commit-log bytes this timer read at open, past its checkpoint: none after a clean
+    /// shutdown, the tail written after the last checkpoint after a crash.
+    pub fn rescanned_bytes(&self) -> u64 {
+        self.shared.rescanned
+    }
+
     /// Lateness of the messages delivered since start.
     pub fn lateness(&self) -> LatencySummary {
         self.shared.lateness.lock().summary()
@@ -299,6 +308,8 @@ struct Worker {
     scan_offset: u64,
     /// Timer records that fired after the last checkpoint, before a restart: not again.
     fired_before_restart: HashSet<u64>,
+    /// Log bytes read at open (see [`Timer::rescanned_bytes`]).
+    rescanned: u64,
     started_ms: i64,
     roll_horizon_ms: i64,
     /// Made at the last interval; written once the log is flushed past its `log_offset`.
@@ -307,8 +318,7 @@ struct Worker {
     last_candidate: Instant,
     last_stats: Instant,
     fired_since_stats: u64,
-    /// Something was indexed or fired since the last candidate: an idle timer writes no
-    /// checkpoints (an older one says the same: nothing fired in between).
+    /// Something was indexed or fired since the last candidate.
     changed: bool,
 }
 
@@ -367,6 +377,7 @@ impl Worker {
             wheel,
             scan_offset: ckpt.scan_offset,
             fired_before_restart,
+            rescanned: scanned,
             started_ms: now_ms(),
             roll_horizon_ms: ms(settings.roll_horizon_ms),
             candidate: None,
@@ -541,7 +552,11 @@ impl Worker {
             log_offset: self.store.log_range().1 .0,
         };
         self.last_candidate = Instant::now();
-        if self.written == Some(c) || (!self.changed && self.written.is_some()) {
+        // The log offset moves with every append, delayed or not, so a restart only reads
+        // what came after the last checkpoint. A timer that neither indexed nor fired and
+        // saw no append writes nothing: the saved checkpoint says the same.
+        let idle = |w: Checkpoint| !self.changed && w.log_offset == c.log_offset;
+        if self.written == Some(c) || self.written.is_some_and(idle) {
             return Ok(());
         }
         self.wheel.sync()?;

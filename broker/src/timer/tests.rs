@@ -274,3 +274,56 @@ fn sync_flush_mode_delivers_and_checkpoints() {
     timer.shutdown();
     store.shutdown().unwrap();
 }
+
+/// Appends `n` ordinary (not delayed) 1 KiB messages.
+fn append_plain(store: &Store, n: usize) {
+    for i in 0..n {
+        let mut m = message(&format!("P{i:05}"));
+        m.body = vec![b'x'; 1024];
+        store.append(m).unwrap();
+    }
+}
+
+/// The saved timer checkpoint in the test's timer directory.
+fn saved_checkpoint(dir: &Path) -> super::checkpoint::Checkpoint {
+    super::checkpoint::Checkpoint::load(&dir.join("timer"))
+        .unwrap()
+        .expect("a timer checkpoint")
+}
+
+#[test]
+fn restarts_read_the_log_only_past_the_checkpoint_without_delayed_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let timer = open_timer(&store, dir.path(), settings());
+    timer.shutdown();
+    let timer = open_timer(&store, dir.path(), settings());
+    assert_eq!(timer.rescanned_bytes(), 0);
+
+    // Ordinary traffic only: the checkpoint still follows the log, and a clean stop saves it.
+    append_plain(&store, 2_000);
+    let end = store.log_range().1 .0;
+    timer.shutdown();
+    assert_eq!(saved_checkpoint(dir.path()).log_offset, end);
+    let timer = open_timer(&store, dir.path(), settings());
+    assert_eq!(timer.rescanned_bytes(), 0, "a clean restart read the log");
+
+    // A crash: the restart reads only what came after the last checkpoint written.
+    append_plain(&store, 2_000);
+    let covered = store.log_range().1 .0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while saved_checkpoint(dir.path()).log_offset < covered {
+        assert!(Instant::now() < deadline, "no checkpoint covers {covered}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    append_plain(&store, 300);
+    let end = store.log_range().1 .0;
+    timer.abandon();
+    let last = saved_checkpoint(dir.path()).log_offset;
+    assert!(last >= covered);
+    let timer = open_timer(&store, dir.path(), settings());
+    assert_eq!(timer.rescanned_bytes(), end - last);
+    assert!(timer.rescanned_bytes() <= end - covered);
+    timer.shutdown();
+    store.shutdown().unwrap();
+}
