@@ -162,6 +162,8 @@ pub struct BrokerConfig {
     /// Telemetry streams open on it, so a low limit would make one client's sends wait for
     /// another's polls; further requests wait in the client for a free stream, not fail.
     pub max_concurrent_streams: u32,
+    /// Client connections: handshake deadline, keep-alive pings, how many at once.
+    pub connections: crate::transport::ConnectionSettings,
     /// Transactional messages: check-back timing and policy.
     pub transaction: crate::transaction::TransactionSettings,
     /// Delayed messages: furthest delay, timer buckets and checkpoints.
@@ -189,6 +191,7 @@ impl Default for BrokerConfig {
             route_cache_ms: 3_000,
             shutdown_grace_ms: 10_000,
             max_concurrent_streams: crate::transport::DEFAULT_MAX_CONCURRENT_STREAMS,
+            connections: Default::default(),
             transaction: Default::default(),
             timer: Default::default(),
         }
@@ -266,6 +269,9 @@ impl BrokerConfig {
         }
         if self.max_concurrent_streams == 0 {
             return Err(invalid("max_concurrent_streams", "must be positive"));
+        }
+        if let Some((field, reason)) = self.connections.invalid_field() {
+            return Err(invalid(field, reason));
         }
         if let Some((field, reason)) = self.transaction.invalid_field() {
             return Err(invalid(field, reason));
@@ -487,6 +493,16 @@ mod tests {
                     ..Default::default()
                 },
                 "max_concurrent_streams",
+            ),
+            (
+                BrokerConfig {
+                    connections: crate::transport::ConnectionSettings {
+                        handshake_timeout_ms: 0,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "connections.handshake_timeout_ms",
             ),
         ];
         for (cfg, field) in cases {

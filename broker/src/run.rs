@@ -233,7 +233,7 @@ async fn serve(
             broker.clients.clear();
         }
     };
-    Transport::new(Some(tls_config), grace)
+    Transport::new(Some(tls_config), grace, broker.config.connections.clone())
         .max_concurrent_streams(broker.config.max_concurrent_streams)
         .serve(listener, service_routes, stopping)
         .await;

@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rocketlog_proto::nameserver::v1::name_server_server::NameServerServer;
+use rocketlog_transport::{ConnectionSettings, Transport};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 
 pub use route_table::RouteTable;
 pub use service::NameServerService;
@@ -31,6 +32,8 @@ pub struct NameserverConfig {
     pub scan_interval_ms: u64,
     /// Registration interval suggested to brokers, ms (default 30 000).
     pub heartbeat_interval_ms: u64,
+    /// Connections from brokers and tools: handshake deadline, keep-alive, how many at once.
+    pub connections: ConnectionSettings,
 }
 
 impl Default for NameserverConfig {
@@ -39,6 +42,7 @@ impl Default for NameserverConfig {
             broker_expiry_ms: 120_000,
             scan_interval_ms: 10_000,
             heartbeat_interval_ms: 30_000,
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -48,9 +52,10 @@ impl Default for NameserverConfig {
 pub enum NameserverError {
     #[error("invalid nameserver configuration: {0}")]
     Config(String),
-    #[error("serving gRPC failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
 }
+
+/// On shutdown, how long in-flight requests may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl NameserverConfig {
     /// Checks the values once at start.
@@ -65,6 +70,9 @@ impl NameserverConfig {
                 "broker_expiry_ms ({}) must be larger than heartbeat_interval_ms ({})",
                 self.broker_expiry_ms, self.heartbeat_interval_ms
             )));
+        }
+        if let Some((field, reason)) = self.connections.invalid_field() {
+            return Err(NameserverError::Config(format!("{field} {reason}")));
         }
         Ok(())
     }
@@ -109,12 +117,11 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "nameserver serving");
     }
-    let result = tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(NameServerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+    let routes = Routes::new(health).add_service(NameServerServer::new(service));
+    Transport::new(None, SHUTDOWN_GRACE, config.connections.clone())
+        .serve(listener, routes, shutdown)
         .await;
     scanner.abort();
     tracing::info!("nameserver stopped");
-    result.map_err(NameserverError::from)
+    Ok(())
 }

@@ -135,6 +135,7 @@ async fn silent_brokers_expire() -> anyhow::Result<()> {
         broker_expiry_ms: 300,
         scan_interval_ms: 50,
         heartbeat_interval_ms: 100,
+        ..Default::default()
     })
     .await?;
     s.client
@@ -176,6 +177,7 @@ async fn invalid_config_is_refused() {
         broker_expiry_ms: 10,
         scan_interval_ms: 10,
         heartbeat_interval_ms: 30,
+        ..Default::default()
     };
     let err = run(bad, listener, std::future::pending())
         .await

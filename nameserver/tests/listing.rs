@@ -40,6 +40,7 @@ async fn hints_listing_unregister_and_health() -> anyhow::Result<()> {
         broker_expiry_ms: 5_000,
         scan_interval_ms: 1_000,
         heartbeat_interval_ms: 1_500,
+        ..Default::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(run(config, listener, async {

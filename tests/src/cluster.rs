@@ -64,6 +64,7 @@ pub fn test_nameserver_config() -> NameserverConfig {
         broker_expiry_ms: 10_000,
         scan_interval_ms: 1_000,
         heartbeat_interval_ms: 500,
+        ..Default::default()
     }
 }
 

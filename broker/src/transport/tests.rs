@@ -57,6 +57,7 @@ async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
     let Serving { addr, stop, server } = serve(Transport::new(
         Some(tls::server_config(None, &[]).unwrap()),
         Duration::from_secs(5),
+        Default::default(),
     ))
     .await;
 
@@ -80,7 +81,12 @@ async fn h2c_and_tls_share_one_port_and_shutdown_drains() {
 
 #[tokio::test]
 async fn plaintext_only_port_closes_tls_handshakes() {
-    let Serving { addr, stop, server } = serve(Transport::new(None, Duration::from_secs(1))).await;
+    let Serving { addr, stop, server } = serve(Transport::new(
+        None,
+        Duration::from_secs(1),
+        Default::default(),
+    ))
+    .await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let res = tokio_rustls::TlsConnector::from(Arc::new(accept_any_config()))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -98,7 +104,8 @@ async fn plaintext_only_port_closes_tls_handshakes() {
 
 #[tokio::test]
 async fn connections_announce_the_configured_stream_limit() {
-    let transport = Transport::new(None, Duration::from_secs(1)).max_concurrent_streams(7);
+    let transport =
+        Transport::new(None, Duration::from_secs(1), Default::default()).max_concurrent_streams(7);
     let Serving { addr, stop, server } = serve(transport).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (send_request, mut connection) = h2::client::handshake(tcp).await.unwrap();

@@ -117,6 +117,12 @@ async fn bind(addr: Option<SocketAddr>, default: &str, what: &str) -> anyhow::Re
         .with_context(|| format!("binding the {what} address {addr}"))
 }
 
+/// Raises the file-descriptor soft limit to the hard one before any port is bound; each
+/// transport then sizes its connection limit by what it allows.
+fn prepare_process() {
+    let _ = rocketlog_transport::raise_fd_limit();
+}
+
 /// The one line test harnesses and scripts wait for (see README).
 fn announce(client: Option<SocketAddr>, nameserver: Option<SocketAddr>) {
     let mut line = String::from("rocketlog ready");
@@ -133,6 +139,7 @@ fn announce(client: Option<SocketAddr>, nameserver: Option<SocketAddr>) {
 }
 
 pub async fn standalone(file: Option<&Path>, args: StandaloneArgs) -> anyhow::Result<()> {
+    prepare_process();
     let cfg = load(
         file,
         &args.broker,
@@ -168,6 +175,7 @@ pub async fn standalone(file: Option<&Path>, args: StandaloneArgs) -> anyhow::Re
 }
 
 pub async fn nameserver(file: Option<&Path>, args: NameserverArgs) -> anyhow::Result<()> {
+    prepare_process();
     let cfg: FileConfig = settings::load(
         file,
         FILE_SECTIONS,
@@ -183,6 +191,7 @@ pub async fn nameserver(file: Option<&Path>, args: NameserverArgs) -> anyhow::Re
 }
 
 pub async fn broker(file: Option<&Path>, args: BrokerArgs) -> anyhow::Result<()> {
+    prepare_process();
     let cfg = load(
         file,
         &args.broker,
