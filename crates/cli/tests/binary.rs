@@ -22,7 +22,21 @@ impl Drop for Running {
 }
 
 fn start_standalone(data: &Path) -> Running {
-    let mut child = Command::new(BIN)
+    start_standalone_under(data, &[])
+}
+
+/// Starts the binary through `wrapper` (a command and its arguments that end with the
+/// program to run, such as `prlimit --nofile=256:256`).
+fn start_standalone_under(data: &Path, wrapper: &[&str]) -> Running {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .args([
             "standalone",
             "--listen",
@@ -189,4 +203,43 @@ fn failed_recovery_exits_non_zero_without_announcing_readiness() {
         stderr.contains("timer"),
         "the error names what failed: {stderr}"
     );
+}
+
+#[test]
+fn half_open_connections_under_a_low_fd_limit_never_lock_new_clients_out() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().unwrap();
+    let running = start_standalone_under(data.path(), &["prlimit", "--nofile=256:256"]);
+    // More half-open peers than the process has descriptors: each sends half the HTTP/2
+    // client preface and stops.
+    let mut peers: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut peer = std::net::TcpStream::connect(&running.client).unwrap();
+            peer.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+            peer
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = admin(&running.client, &["stats"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a new client was locked out: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for peer in &mut peers {
+        peer.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut rest = Vec::new();
+        match peer.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("a half-open connection was not closed: {e}"),
+        }
+    }
 }
