@@ -9,12 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::BrokerError;
+pub use crate::topics::MAX_QUEUE_COUNT;
 
 /// Largest accepted `max_body_size` (the proxy's inbound gRPC message limit is 130 MiB; a body
 /// must fit in one with its properties).
 pub const MAX_BODY_SIZE_LIMIT: usize = 128 << 20;
-/// Largest queue count of one topic on one broker.
-pub const MAX_QUEUE_COUNT: u32 = 1024;
 /// Room for topic, properties and record header on top of the body in one store record.
 pub const RECORD_OVERHEAD_ALLOWANCE: usize = 64 << 10;
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod consumption;
 pub mod error;
 pub mod nameserver_client;
+pub mod registration;
 pub mod renewal;
 pub mod routes;
 mod run;

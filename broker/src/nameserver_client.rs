@@ -1,25 +1,46 @@
-//! The broker's side of `rocketlog.nameserver.v1.NameServer`: registering this broker (its
-//! client address and complete topic table) with every configured nameserver — at start, on
-//! every heartbeat interval and at once when the topic table changes — and reading topic
-//! routes for QueryRoute.
+//! The broker's side of `rocketlog.nameserver.v1.NameServer`: the calls that register and
+//! unregister a broker with every configured nameserver (when to make them is the
+//! registration module's business), and reading topic routes for QueryRoute.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rocketlog_proto::nameserver::v1 as ns;
 use rocketlog_proto::nameserver::v1::name_server_client::NameServerClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::broker::Broker;
-use crate::routes::BrokerQueues;
 use crate::topics::{Permission, TopicConfig, TopicMessageType};
+
+/// One broker group's share of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerQueues {
+    pub broker_name: String,
+    /// Master address `host:port`; `None` = this broker (the caller fills in its endpoint).
+    pub address: Option<String>,
+    pub queue_count: u32,
+    pub permission: Permission,
+    pub message_types: BTreeSet<TopicMessageType>,
+}
+
+impl BrokerQueues {
+    /// This broker's entry for a local topic.
+    pub fn local(broker_name: &str, topic: &TopicConfig) -> Self {
+        BrokerQueues {
+            broker_name: broker_name.to_owned(),
+            address: None,
+            queue_count: topic.queue_count,
+            permission: topic.permission,
+            message_types: topic.message_types.clone(),
+        }
+    }
+}
 
 /// Deadline of one nameserver call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Delay before retrying a registration some nameserver refused or missed.
-const REGISTER_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const REGISTER_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a nameserver call failed.
 #[derive(Debug, thiserror::Error)]
@@ -221,64 +242,6 @@ pub fn wire_topic(t: &TopicConfig) -> ns::TopicConfig {
             .map(|m| wire_type(*m) as i32)
             .collect(),
     }
-}
-
-fn registration(b: &Broker, data_version: u64) -> ns::RegisterBrokerRequest {
-    ns::RegisterBrokerRequest {
-        cluster_name: b.config.cluster_name.clone(),
-        broker_name: b.config.broker_name.clone(),
-        broker_id: b.config.broker_id,
-        client_address: b.endpoint.address(),
-        ha_address: String::new(),
-        topics: b.topics.list().iter().map(|t| wire_topic(t)).collect(),
-        data_version,
-    }
-}
-
-/// Registers now, then on every heartbeat interval and whenever the topic table changes,
-/// until shutdown; then unregisters.
-pub async fn register_loop(ns: NameserverClient, broker: Arc<Broker>) {
-    // Data versions keep increasing across restarts: start time in ms, scaled, plus changes.
-    let base = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
-        .unwrap_or(0)
-        .saturating_mul(1_000_000);
-    let mut changes = broker.topics.subscribe();
-    let mut tick = tokio::time::interval(broker.config.heartbeat_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // After a failed registration (a nameserver not up yet), try again soon rather than a
-    // whole heartbeat interval later.
-    let retry_after = broker.config.heartbeat_interval().min(REGISTER_RETRY);
-    let mut retry: Option<tokio::time::Instant> = None;
-    loop {
-        let retry_sleep = async {
-            match retry {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = broker.shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-            () = retry_sleep => {}
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
-        }
-        let version = base.saturating_add(*changes.borrow_and_update());
-        let req = registration(&broker, version);
-        let accepted = ns.register(&req).await;
-        retry = (accepted < ns.len()).then(|| tokio::time::Instant::now() + retry_after);
-    }
-    ns.unregister(&ns::UnregisterBrokerRequest {
-        cluster_name: broker.config.cluster_name.clone(),
-        broker_name: broker.config.broker_name.clone(),
-        broker_id: broker.config.broker_id,
-    })
-    .await;
 }
 
 #[cfg(test)]

@@ -6,38 +6,15 @@
 //! route table (queried over gRPC, cached briefly). With no nameserver configured the broker is
 //! standalone and its own entry is the whole route.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+pub use crate::nameserver_client::BrokerQueues;
 use crate::nameserver_client::NameserverClient;
-use crate::topics::{Permission, TopicConfig, TopicMessageType};
-
-/// One broker group's share of a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerQueues {
-    pub broker_name: String,
-    /// Master address `host:port`; `None` = this broker (the caller fills in its endpoint).
-    pub address: Option<String>,
-    pub queue_count: u32,
-    pub permission: Permission,
-    pub message_types: BTreeSet<TopicMessageType>,
-}
-
-impl BrokerQueues {
-    /// This broker's entry for a local topic.
-    pub fn local(broker_name: &str, topic: &TopicConfig) -> Self {
-        BrokerQueues {
-            broker_name: broker_name.to_owned(),
-            address: None,
-            queue_count: topic.queue_count,
-            permission: topic.permission,
-            message_types: topic.message_types.clone(),
-        }
-    }
-}
+use crate::topics::TopicConfig;
 
 /// A nameserver answer and when it was fetched.
 type Cached = (Instant, Arc<Vec<BrokerQueues>>);

@@ -18,7 +18,7 @@ use crate::broker::{AdvertisedEndpoint, Broker};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::consumption::{Consumption, ConsumptionConfig};
 use crate::error::BrokerError;
-use crate::nameserver_client::{self, NameserverClient};
+use crate::nameserver_client::NameserverClient;
 use crate::renewal::{RenewalConfig, Renewals};
 use crate::routes::RouteTable;
 use crate::service::MessagingServer;
@@ -191,7 +191,7 @@ async fn serve(
     tasks.spawn(renew_loop(Arc::clone(&broker)));
     tasks.spawn(crate::transaction::checker::run(Arc::clone(&broker)));
     if let Some(ns) = nameservers {
-        tasks.spawn(nameserver_client::register_loop(ns, Arc::clone(&broker)));
+        tasks.spawn(crate::registration::register_loop(ns, Arc::clone(&broker)));
     }
 
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -15,10 +15,11 @@ use rocketlog_common::NameError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::MAX_QUEUE_COUNT;
-
 const FILE_NAME: &str = "topics.json";
 const FORMAT_VERSION: u32 = 1;
+
+/// Largest queue count of one topic on one broker.
+pub const MAX_QUEUE_COUNT: u32 = 1024;
 
 /// A kind of message a topic accepts (`apache.rocketmq.v2.MessageType` without the
 /// unspecified value).

@@ -109,6 +109,21 @@ struct Appended {
     recall_handle: String,
 }
 
+/// Refuses what the proxy refuses in a TRANSACTION message (a message group, a delivery time).
+fn check_transactional(sys: &v2::SystemProperties) -> Result<(), ApiError> {
+    if sys.message_group.as_deref().is_some_and(|g| !g.is_empty()) {
+        return Err(ApiError::PropertyConflictWithType(
+            "a transactional message cannot have a message group".into(),
+        ));
+    }
+    if sys.delivery_timestamp.is_some() {
+        return Err(ApiError::PropertyConflictWithType(
+            "a transactional message cannot have a delivery timestamp".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks one message and appends it; returns its id and the pending durability.
 fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appended, ApiError> {
     let topic_name = validate::topic(msg.topic.as_ref())?;
@@ -116,7 +131,7 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
     let kind = message_kind(&sys)?;
     match kind {
         TopicMessageType::Delay => {}
-        TopicMessageType::Transaction => crate::transaction::check_send(&sys)?,
+        TopicMessageType::Transaction => check_transactional(&sys)?,
         TopicMessageType::Normal | TopicMessageType::Fifo => {}
     }
     let deliver_at = crate::timer::send::delivery_time(&sys, kind, &b.config.timer)?;

@@ -36,10 +36,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rocketlog_common::PhysicalOffset;
-use rocketlog_proto::v2;
 use rocketlog_store::{AppendMessage, PendingAppend, Store, StoredMessage};
 
-use crate::service::error::ApiError;
 use checkpoint::CheckpointFile;
 use op::{Op, OpKind};
 use state::{Checkpoint, Lookup, OpenTx, Resolution, TxTable};
@@ -55,21 +53,6 @@ pub use settings::{OnMaxChecks, TransactionSettings};
 const RECENT_RESOLUTIONS: usize = 65_536;
 /// Most transactions handled by one checker pass.
 const MAX_CHECKS_PER_PASS: usize = 1_024;
-
-/// Refuses what the proxy refuses in a TRANSACTION message (a message group, a delivery time).
-pub fn check_send(sys: &v2::SystemProperties) -> Result<(), ApiError> {
-    if sys.message_group.as_deref().is_some_and(|g| !g.is_empty()) {
-        return Err(ApiError::PropertyConflictWithType(
-            "a transactional message cannot have a message group".into(),
-        ));
-    }
-    if sys.delivery_timestamp.is_some() {
-        return Err(ApiError::PropertyConflictWithType(
-            "a transactional message cannot have a delivery timestamp".into(),
-        ));
-    }
-    Ok(())
-}
 
 /// What an `EndTransaction` did.
 #[derive(Debug)]
