@@ -2,6 +2,10 @@
 //! and rocketlog's admin API over the storage engine, on one port that serves plaintext HTTP/2
 //! and TLS alike.
 //!
+//! Layering: depends on `rocketlog-common`, `rocketlog-proto`, `rocketlog-store` and
+//! `rocketlog-transport`; it must not depend on the nameserver crate (it talks to nameservers
+//! over gRPC), the client or the binary.
+//!
 //! Embedding: [`run`] serves a [`BrokerConfig`] on a bound listener until a shutdown future
 //! resolves, then drains and flushes. See [`standalone`] for a nameserver and a broker in one
 //! process.

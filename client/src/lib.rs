@@ -12,6 +12,9 @@
 //! them in a settings handshake on a Telemetry stream per broker. All errors are [`Error`];
 //! errors the server reports carry its [`Code`].
 //!
+//! Layering: depends on `rocketlog-common` and `rocketlog-proto` only; it must never depend on
+//! the broker or the store (its tests start real brokers as dev-dependencies).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use rocketlog_client::{ClientConfig, FilterExpression, Message, Producer, SimpleConsumer};

@@ -3,6 +3,9 @@
 //! nameserver learns everything again within one broker heartbeat interval, and several run
 //! side by side because every broker registers with each of them.
 //!
+//! Layering: depends on `rocketlog-proto` and `rocketlog-transport` only; it must not depend on
+//! the broker, the store or the client (brokers reach it over gRPC).
+//!
 //! Embed it with [`run`]; the `rocketlog nameserver` command is a thin wrapper around it.
 
 pub mod route_table;

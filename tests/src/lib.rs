@@ -1,5 +1,7 @@
 //! Shared harness of rocketlog's integration tests.
 //!
+//! Layering: a test-only crate above the servers and the client; only tests depend on it.
+//!
 //! - [`cluster`]: an in-process cluster on `127.0.0.1:0` listeners with a temporary data
 //!   directory, its own runtime and its own log buffer ([`logs`]);
 //! - [`venv`]: the Python virtualenv holding the official RocketMQ 5 client

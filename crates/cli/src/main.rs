@@ -5,6 +5,8 @@
 //! - `rocketlog admin …`: topics, consumer groups, message lookup, offsets, stats;
 //! - `rocketlog bench …`: load generator over the Rust SDK.
 //!
+//! Layering: the top of the workspace. It may use every crate; no crate depends on it.
+//!
 //! Configuration is layered: `--config FILE` (TOML), then `ROCKETLOG_*` environment variables
 //! (`__` between levels, e.g. `ROCKETLOG_BROKER__FLUSH_MODE=sync`), then flags.
 

@@ -2,6 +2,8 @@
 //!
 //! Nothing here knows about files, networks or protobuf: these are the names, numbers and
 //! identifiers that the store, the broker, the nameserver and the client all agree on.
+//!
+//! Layering: depends on no other rocketlog crate; every other crate may depend on it.
 
 pub mod message_id;
 pub mod names;

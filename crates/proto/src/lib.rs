@@ -7,6 +7,8 @@
 //!
 //! Besides generated code this crate holds only small, never-panicking conversions that every
 //! user of the types needs (see [`convert`] and [`status`]).
+//!
+//! Layering: depends on no other rocketlog crate, and holds no broker or client behaviour.
 
 pub mod convert;
 pub mod status;

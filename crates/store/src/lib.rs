@@ -3,6 +3,9 @@
 //! crash recovery. It knows bytes and offsets only: nothing here speaks gRPC, protobuf or
 //! networks, and nothing knows about consumer groups or broker roles.
 //!
+//! Layering: depends on `rocketlog-common` only; it must not depend on the protocol, transport,
+//! broker or any networking crate.
+//!
 //! Files under `data_dir`:
 //!
 //! | path | what | module |

@@ -15,6 +15,9 @@
 //! `JoinSet`; on shutdown the loop stops accepting and drops the listener, every connection is
 //! told to shut down gracefully (GOAWAY: in-flight requests finish, no new streams), and
 //! connections still open after the grace period are aborted.
+//!
+//! Layering: depends on no other rocketlog crate. It serves whatever tonic routes it is given
+//! and must not know the services behind them.
 
 mod limits;
 mod rewind;
