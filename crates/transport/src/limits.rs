@@ -56,7 +56,7 @@ pub fn raise_fd_limit() -> Option<FdLimit> {
 }
 
 /// How many client connections the current soft file-descriptor limit leaves room for, and
-/// that limit: the limit less a reserve of half of it, at most [`FD_RESERVE_MAX`]. `None`
+/// that limit: the limit less a reserve of half of it, at most 1,024. `None`
 /// when the limit is unlimited or cannot be read.
 pub fn connection_budget() -> Option<(usize, u64)> {
     let soft = getrlimit(Resource::Nofile).current?;
