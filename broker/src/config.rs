@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
 pub use crate::topics::MAX_QUEUE_COUNT;
@@ -18,7 +18,7 @@ pub const MAX_BODY_SIZE_LIMIT: usize = 128 << 20;
 pub const RECORD_OVERHEAD_ALLOWANCE: usize = 64 << 10;
 
 /// How sends become durable before the broker answers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushMode {
     /// Answer a send only after an fsync covers it (group commit).
@@ -29,7 +29,7 @@ pub enum FlushMode {
 }
 
 /// Storage engine settings the operator may tune.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// Size of one commit-log segment file in bytes (default 1 GiB).
@@ -71,7 +71,7 @@ impl Default for StoreSettings {
 }
 
 /// Consumer-side limits (the Apache proxy's defaults).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReceiveSettings {
     /// Smallest invisible duration a receive may ask for, ms (default 10 000).
@@ -116,7 +116,7 @@ impl Default for ReceiveSettings {
 }
 
 /// Configuration of one broker process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Cluster the broker registers under (default `DefaultCluster`).

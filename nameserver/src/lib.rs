@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use rocketlog_proto::nameserver::v1::name_server_server::NameServerServer;
 use rocketlog_transport::{ConnectionSettings, Transport};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
@@ -26,7 +26,7 @@ pub use route_table::RouteTable;
 pub use service::NameServerService;
 
 /// Nameserver settings; every field has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NameserverConfig {
     /// A broker silent for this long is dropped from every route, ms (default 120 000).

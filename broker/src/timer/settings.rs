@@ -1,13 +1,13 @@
 //! Timer settings (`[broker.timer]`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// How delayed messages are held. Every field has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimerSettings {
     /// Furthest a delivery time may lie ahead, ms (default 40 days); beyond it a send fails

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What happens to a transaction whose producer never answered `max_checks` checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMaxChecks {
     /// Discard the message (Apache RocketMQ's behaviour), logged as a warning.
@@ -18,7 +18,7 @@ pub enum OnMaxChecks {
 }
 
 /// Settings of transactional messages and their check-back.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransactionSettings {
     /// An unresolved half message is first checked this long after it was stored, ms

@@ -31,7 +31,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -62,7 +62,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Limits and timers of the connections on one port (`[broker.connections]`,
 /// `[nameserver.connections]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// Time from accept until the TLS handshake (if any) and the HTTP/2 client preface are
