@@ -20,6 +20,7 @@ use rocketlog_common::{PhysicalOffset, QueueOffset};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// Next queue offset per topic and queue id.
 pub(crate) type QueueOffsets = HashMap<String, HashMap<u32, u64>>;
@@ -97,6 +98,9 @@ pub(crate) struct CommitLog {
     segments: RwLock<Vec<Arc<Segment>>>,
     writer: Mutex<LogWriter>,
     committed: AtomicU64,
+    /// The committed end, for followers (replication) that wait for new bytes; sent only while
+    /// someone listens.
+    end_tx: watch::Sender<u64>,
     allocator: Arc<Allocator>,
     pub(crate) gate: WriteGate,
 }
@@ -125,6 +129,7 @@ impl CommitLog {
             segment_size,
             segments: RwLock::new(rec.segments),
             committed: AtomicU64::new(rec.end),
+            end_tx: watch::channel(rec.end).0,
             writer: Mutex::new(LogWriter {
                 active: rec.active,
                 write_pos: rec.end,
@@ -233,7 +238,7 @@ impl CommitLog {
         *last_store_ts = ts;
         w.write_pos = end;
         if w.pending.is_none() {
-            self.committed.store(end, Ordering::SeqCst);
+            self.publish_end(end);
         } else if pending_len >= PENDING_LIMIT {
             self.write_pending_locked(w)?;
         }
@@ -282,8 +287,162 @@ impl CommitLog {
         active.writer.publish(local + p.buf.len());
         let end = p.start + p.buf.len() as u64;
         p.buf.clear();
-        self.committed.store(end, Ordering::SeqCst);
+        self.publish_end(end);
         Ok(())
+    }
+
+    /// Makes `end` the committed end and tells followers.
+    fn publish_end(&self, end: u64) {
+        self.committed.store(end, Ordering::SeqCst);
+        if self.end_tx.receiver_count() > 0 {
+            self.end_tx.send_replace(end);
+        }
+    }
+
+    /// Follows the committed end (see [`CommitLog::committed`]).
+    pub(crate) fn subscribe_end(&self) -> watch::Receiver<u64> {
+        let rx = self.end_tx.subscribe();
+        // A subscriber that arrives between two appends would otherwise hold a stale value
+        // until the next one.
+        self.end_tx.send_replace(self.committed());
+        rx
+    }
+
+    /// Appends bytes another log wrote at the same offsets (replication): whole records
+    /// starting exactly at this log's end, each checked (magic, length, CRC, its recorded
+    /// position, its queue offset continuing the queue), at most up to the end of one segment.
+    /// A chunk ending with a segment's filler closes that segment; the next chunk starts the
+    /// next one. Returns the new end. Nothing is written when the chunk is refused.
+    pub(crate) fn append_raw(&self, at: u64, bytes: &[u8]) -> Result<u64, StoreError> {
+        let refuse = |reason: String| StoreError::BadReplicaChunk { offset: at, reason };
+        let mut w = self.writer.lock();
+        loop {
+            if w.closed {
+                return Err(StoreError::ShutDown);
+            }
+            self.gate.check()?;
+            if w.write_pos != at {
+                return Err(refuse(format!("this log ends at {}", w.write_pos)));
+            }
+            let seg_end = w.active.as_ref().map(|a| a.segment.end());
+            if let Some(seg_end) = seg_end.filter(|&e| at < e) {
+                let plan = plan_raw(at, bytes, seg_end, &w.queue_offsets).map_err(refuse)?;
+                return self.write_raw(&mut w, at, bytes, plan);
+            }
+            // The previous chunk closed its segment (or the log has none yet).
+            let next_base = seg_end.unwrap_or(at);
+            if let Some(new) = self.allocator.take_ready(next_base) {
+                self.install(&mut w, new);
+                continue;
+            }
+            drop(w);
+            self.allocator.wait_ready(next_base)?;
+            w = self.writer.lock();
+        }
+    }
+
+    fn write_raw(
+        &self,
+        w: &mut LogWriter,
+        at: u64,
+        bytes: &[u8],
+        plan: RawPlan,
+    ) -> Result<u64, StoreError> {
+        // Replicas never append their own records, so nothing is pending; write through when
+        // the log does (Sync mode), into the map otherwise.
+        self.write_pending_locked(w)?;
+        let Some(active) = w.active.as_mut() else {
+            return Err(StoreError::ShutDown); // unreachable: the caller checked it
+        };
+        let local = (at - active.segment.base) as usize;
+        let written = if w.pending.is_some() {
+            active.writer.write_through(local, bytes)
+        } else {
+            active
+                .writer
+                .region_mut(local, bytes.len())
+                .map(|dst| dst.copy_from_slice(bytes))
+        };
+        if let Err(e) = written {
+            let e = StoreError::io(active.segment.file.path(), e);
+            self.gate
+                .set_read_only(format!("writing replicated bytes at {at} failed: {e}"));
+            return Err(e);
+        }
+        active.writer.publish(local + bytes.len());
+        for (topic, queues) in plan.next_offsets {
+            let slots = w.queue_offsets.entry(topic).or_default();
+            slots.extend(queues);
+        }
+        if plan.last_store_ts > 0 {
+            w.last_store_ts = w.last_store_ts.max(plan.last_store_ts);
+        }
+        let end = at + bytes.len() as u64;
+        w.write_pos = end;
+        self.publish_end(end);
+        let window = self.allocator.prefault_window();
+        if window > 0 && end + window / 2 > w.prefault_requested {
+            w.prefault_requested = end + window;
+            self.allocator.prefault_to(end, w.prefault_requested);
+        }
+        Ok(end)
+    }
+
+    /// Makes `new` the active segment after the previous one was closed by replicated bytes
+    /// (its filler came with them).
+    fn install(&self, w: &mut LogWriter, new: NewSegment) {
+        if let Some(old) = w.active.take() {
+            old.writer.publish(old.segment.file.len());
+        }
+        let base = new.segment.base;
+        self.segments.write().push(new.segment.clone());
+        w.write_pos = base;
+        self.allocator.set_active(new.segment.clone());
+        w.active = Some(new);
+        self.publish_end(base);
+        self.allocator.request(base + self.segment_size, true);
+    }
+
+    /// Whole records from `from` (a record boundary below the committed end), at most
+    /// `max_bytes` of them but at least one, never past the end of `from`'s segment. Empty
+    /// at the committed end.
+    pub(crate) fn read_raw(&self, from: u64, max_bytes: usize) -> Result<Vec<u8>, StoreError> {
+        let end = self.committed();
+        if from == end {
+            return Ok(Vec::new());
+        }
+        let seg = self
+            .segment_at(from)
+            .filter(|_| from < end)
+            .ok_or_else(|| self.out_of_range(from))?;
+        let limit = end.min(seg.end());
+        let mut to = from;
+        while to < limit {
+            let local = (to - seg.base) as usize;
+            let head = seg
+                .file
+                .read(local, 8)
+                .ok_or_else(|| self.out_of_range(to))?;
+            let (size, _) = record::peek(head)
+                .map_err(|e| StoreError::corrupt(seg.file.path(), to, e.to_string()))?;
+            let next = to + u64::from(size);
+            if size == 0 || next > limit {
+                return Err(StoreError::corrupt(
+                    seg.file.path(),
+                    to,
+                    format!("record of {size} bytes runs past the written end {limit}"),
+                ));
+            }
+            if to > from && next - from > max_bytes as u64 {
+                break;
+            }
+            to = next;
+        }
+        let local = (from - seg.base) as usize;
+        seg.file
+            .read(local, (to - from) as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| self.out_of_range(from))
     }
 
     /// Closes the active segment with a filler and makes `new` the active one.
@@ -309,7 +468,7 @@ impl CommitLog {
         w.write_pos = base;
         self.allocator.set_active(new.segment.clone());
         w.active = Some(new);
-        self.committed.store(base, Ordering::SeqCst);
+        self.publish_end(base);
         self.allocator.request(base + self.segment_size, true);
         Ok(())
     }
@@ -434,6 +593,88 @@ impl CommitLog {
         }
         Some(segs.remove(0))
     }
+}
+
+/// What a replicated chunk does to the writer's state, worked out before anything is written.
+#[derive(Debug, Default)]
+struct RawPlan {
+    next_offsets: HashMap<String, HashMap<u32, u64>>,
+    last_store_ts: i64,
+}
+
+/// Checks that `bytes` are whole valid records laid out from `at` within a segment ending at
+/// `seg_end`, each continuing its queue, and a filler (if any) last and closing the segment.
+fn plan_raw(
+    at: u64,
+    bytes: &[u8],
+    seg_end: u64,
+    offsets: &QueueOffsets,
+) -> Result<RawPlan, String> {
+    if bytes.is_empty() {
+        return Err("the chunk is empty".into());
+    }
+    if at + bytes.len() as u64 > seg_end {
+        return Err(format!(
+            "{} bytes run past the segment end {seg_end}",
+            bytes.len()
+        ));
+    }
+    let mut plan = RawPlan::default();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let here = at + pos as u64;
+        let rest = &bytes[pos..];
+        let (size, _) = record::peek(rest).map_err(|e| format!("at {here}: {e}"))?;
+        let size = size as usize;
+        if size == 0 || size > rest.len() {
+            return Err(format!(
+                "at {here}: a record of {size} bytes with {} left in the chunk",
+                rest.len()
+            ));
+        }
+        match record::decode(&rest[..size]).map_err(|e| format!("at {here}: {e}"))? {
+            Record::Message(v) => {
+                if v.physical_offset != here {
+                    return Err(format!(
+                        "the record at {here} says it was written at {}",
+                        v.physical_offset
+                    ));
+                }
+                let expected = plan
+                    .next_offsets
+                    .get(v.topic)
+                    .and_then(|q| q.get(&v.queue_id))
+                    .or_else(|| offsets.get(v.topic).and_then(|q| q.get(&v.queue_id)))
+                    .copied()
+                    .unwrap_or(0);
+                if v.queue_offset != expected {
+                    return Err(format!(
+                        "the record at {here} has queue offset {} in {}:{}, this log's next is {expected}",
+                        v.queue_offset, v.topic, v.queue_id
+                    ));
+                }
+                plan.next_offsets
+                    .entry(v.topic.to_owned())
+                    .or_default()
+                    .insert(v.queue_id, expected + 1);
+                plan.last_store_ts = plan.last_store_ts.max(v.store_timestamp_ms);
+            }
+            Record::Filler {
+                physical_offset, ..
+            } => {
+                if physical_offset != here || here + size as u64 != seg_end {
+                    return Err(format!(
+                        "the filler at {here} (written at {physical_offset}, {size} bytes) does not close the segment ending at {seg_end}"
+                    ));
+                }
+                if pos + size != bytes.len() {
+                    return Err(format!("bytes follow the filler at {here}"));
+                }
+            }
+        }
+        pos += size;
+    }
+    Ok(plan)
 }
 
 /// Decodes the queue offsets a recovered log implies: the next offset of every queue.

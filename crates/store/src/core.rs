@@ -45,6 +45,9 @@ pub(crate) struct Core {
     pub stop: AtomicU8,
     /// Set by shutdown or drop: every public call then fails with `ShutDown`.
     pub closed: AtomicBool,
+    /// The store follows another log: [`crate::Store::append`] is refused, replicated bytes
+    /// are appended instead.
+    pub replica: AtomicBool,
     /// A flush of derived data failed. After a failed msync the kernel may have dropped the
     /// dirty pages and will not report it again, so no later checkpoint may claim them
     /// durable: recovery then replays from the last good checkpoint.

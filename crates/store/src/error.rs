@@ -84,6 +84,16 @@ pub enum StoreError {
     /// The store was shut down (or dropped) before the operation could complete.
     #[error("store is shut down")]
     ShutDown,
+
+    /// The store follows another store's log (a replica): only replicated bytes are appended.
+    #[error("this store is a replica: it appends only the bytes its master ships")]
+    Replica,
+
+    /// Replicated bytes were refused: they do not start at this log's end, do not decode as
+    /// whole records at the positions they claim, or do not continue the queues as the log
+    /// does. Nothing was written.
+    #[error("replicated bytes at log offset {offset} refused: {reason}")]
+    BadReplicaChunk { offset: u64, reason: String },
 }
 
 impl StoreError {
@@ -116,6 +126,11 @@ impl StoreError {
                 max: *max,
             },
             StoreError::BadTopic(e) => StoreError::BadTopic(e.clone()),
+            StoreError::Replica => StoreError::Replica,
+            StoreError::BadReplicaChunk { offset, reason } => StoreError::BadReplicaChunk {
+                offset: *offset,
+                reason: reason.clone(),
+            },
             StoreError::DiskFull {
                 path,
                 needed,

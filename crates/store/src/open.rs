@@ -170,6 +170,7 @@ pub(crate) fn open_core(config: StoreConfig) -> Result<Core, StoreError> {
         housekeeping: Wake::default(),
         stop: AtomicU8::new(RUNNING),
         closed: AtomicBool::new(false),
+        replica: AtomicBool::new(false),
         checkpoint_poisoned: AtomicBool::new(false),
         checkpoint_lock: Mutex::new(()),
         lock_file: Mutex::new(Some(lock_file)),

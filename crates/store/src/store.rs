@@ -4,7 +4,7 @@ use crate::core::{now_ms, Core, ABORT, DISPATCH_HURRY, DRAIN};
 use crate::error::StoreError;
 use crate::flush::{PendingAppend, Stop};
 use crate::index::{key_hash, message_id_hash};
-use crate::message::{AppendMessage, LogScan, QueueRead, StoredMessage};
+use crate::message::{AppendMessage, AppendResult, LogScan, QueueRead, StoredMessage};
 use crate::open::open_core;
 use crate::queue_registry::remove_tree;
 use crate::record::{self, Prepared, Record, FILLER_LEN};
@@ -126,6 +126,9 @@ impl Store {
     pub fn append(&self, msg: AppendMessage) -> Result<PendingAppend, StoreError> {
         let core = self.core();
         core.check_open()?;
+        if core.replica.load(Ordering::Acquire) {
+            return Err(StoreError::Replica);
+        }
         validate_topic(&msg.topic)?;
         let payload = msg.body.len() + record::properties_len(&msg.properties);
         if payload > core.config.max_message_size {
@@ -540,6 +543,74 @@ impl Store {
             out.next = PhysicalOffset(pos);
         }
         Ok(out)
+    }
+
+    /// Makes the store a replica (`true`: only [`Store::append_replicated`] appends) or a
+    /// master again (`false`).
+    pub fn set_replica(&self, replica: bool) {
+        self.core().replica.store(replica, Ordering::Release);
+    }
+
+    /// Whether the store is a replica (see [`Store::set_replica`]).
+    pub fn is_replica(&self) -> bool {
+        self.core().replica.load(Ordering::Acquire)
+    }
+
+    /// Size of every commit-log segment (a replica's must equal its master's).
+    pub fn segment_size(&self) -> u64 {
+        self.core().config.segment_size
+    }
+
+    /// The end of the written log (a physical offset), updated on every append while anyone
+    /// holds a receiver: what a follower may read up to.
+    pub fn subscribe_log_end(&self) -> watch::Receiver<u64> {
+        self.core().log.subscribe_end()
+    }
+
+    /// Raw bytes of whole records from `from` (a record boundary; `log_range().1` gives an
+    /// empty result), at most `max_bytes` but at least one record, never past the end of the
+    /// segment holding `from`: what a master ships to its replicas, byte for byte.
+    pub fn read_log_bytes(
+        &self,
+        from: PhysicalOffset,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let core = self.core();
+        core.check_open()?;
+        let min = core.log.min_offset();
+        if from.0 < min {
+            return Err(StoreError::OffsetOutOfRange {
+                offset: from.0,
+                min,
+                max: core.log.committed(),
+            });
+        }
+        core.log.read_raw(from.0, max_bytes)
+    }
+
+    /// Appends bytes the master wrote at the same offsets (see [`Store::read_log_bytes`]):
+    /// they must start at this log's end and be whole valid records continuing its queues,
+    /// else they are refused with [`StoreError::BadReplicaChunk`] and nothing is written. The
+    /// dispatcher builds consume queues and index from them as from local appends. Await the
+    /// handle for durability under this store's flush mode.
+    pub fn append_replicated(
+        &self,
+        at: PhysicalOffset,
+        bytes: &[u8],
+    ) -> Result<PendingAppend, StoreError> {
+        let core = self.core();
+        core.check_open()?;
+        let end = core.log.append_raw(at.0, bytes)?;
+        if matches!(core.config.flush_mode, FlushMode::Async { .. }) {
+            core.dispatch.wake.notify();
+        }
+        let result = AppendResult {
+            physical_offset: at,
+            size: u32::try_from(end - at.0).unwrap_or(u32::MAX),
+            queue_offset: QueueOffset(0),
+            store_timestamp_ms: core.log.last_store_timestamp(),
+        };
+        Ok(core.flusher.pending(result, end))
     }
 
     /// Runs retention now (it also runs every `retention_check_interval`).
