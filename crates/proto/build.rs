@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "apache/rocketmq/v2/service.proto",
     "rocketlog/nameserver/v1/nameserver.proto",
     "rocketlog/admin/v1/admin.proto",
+    "rocketlog/replication/v1/replication.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .emit_rerun_if_changed(false)
         .bytes(".apache.rocketmq.v2.Message.body")
+        .bytes(".rocketlog.replication.v1.Chunk.data")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -38,6 +38,20 @@ pub mod nameserver {
     }
 }
 
+/// `rocketlog.replication.v1`.
+pub mod replication {
+    /// Commit-log shipping from a master to its slaves.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        missing_debug_implementations
+    )]
+    pub mod v1 {
+        tonic::include_proto!("rocketlog.replication.v1");
+    }
+}
+
 /// `rocketlog.admin.v1`.
 pub mod admin {
     /// The broker's admin API.
