@@ -12,6 +12,7 @@ use crate::clients::ClientRegistry;
 use crate::config::{parse_host_port, BrokerConfig};
 use crate::consumption::Consumption;
 use crate::renewal::Renewals;
+use crate::replication::Role;
 use crate::routes::RouteTable;
 use crate::timer::Timer;
 use crate::topics::{TopicConfig, TopicManager, TopicMessageType};
@@ -78,6 +79,8 @@ pub struct Broker {
     pub transactions: Transactions,
     /// Pending delayed messages.
     pub timer: Arc<Timer>,
+    /// Master or slave of its group, and the replication state that goes with it.
+    pub role: Role,
     /// Cancelled when the broker begins shutting down: long polls and Telemetry streams end.
     pub shutdown: CancellationToken,
     /// When the broker started serving (for uptime).
@@ -97,6 +100,7 @@ impl Broker {
         endpoint: AdvertisedEndpoint,
         transactions: Transactions,
         timer: Arc<Timer>,
+        role: Role,
         shutdown: CancellationToken,
     ) -> Self {
         Broker {
@@ -110,6 +114,7 @@ impl Broker {
             endpoint,
             transactions,
             timer,
+            role,
             shutdown,
             started: Instant::now(),
             next_queue: AtomicU32::new(0),

@@ -167,6 +167,11 @@ pub struct BrokerConfig {
     pub transaction: crate::transaction::TransactionSettings,
     /// Delayed messages: furthest delay, timer buckets and checkpoints.
     pub timer: crate::timer::TimerSettings,
+    /// On a master: the address its slaves connect to for the commit log (plaintext gRPC,
+    /// separate from the client port so that it can be firewalled off). Unset: no slaves.
+    pub replication_listen: Option<SocketAddr>,
+    /// Master/slave replication of the commit log.
+    pub replication: crate::replication::ReplicationSettings,
 }
 
 impl Default for BrokerConfig {
@@ -193,6 +198,8 @@ impl Default for BrokerConfig {
             connections: Default::default(),
             transaction: Default::default(),
             timer: Default::default(),
+            replication_listen: None,
+            replication: Default::default(),
         }
     }
 }
@@ -257,6 +264,15 @@ impl BrokerConfig {
             ));
         }
         self.validate_store()?;
+        if let Some((field, reason)) = self
+            .replication
+            .invalid_field(self.broker_id, self.replication_listen)
+        {
+            return Err(invalid(field, reason));
+        }
+        if let Some(addr) = &self.replication.master_address {
+            parse_host_port(addr).map_err(|e| invalid("replication.master_address", e))?;
+        }
         match (&self.tls_cert_path, &self.tls_key_path) {
             (Some(_), None) => return Err(invalid("tls_key_path", "tls_cert_path needs a key")),
             (None, Some(_)) => return Err(invalid("tls_cert_path", "tls_key_path needs a cert")),
@@ -386,6 +402,17 @@ impl BrokerConfig {
             disk_use_ratio_limit: self.store.disk_use_ratio_limit,
             zero_fill_segments: self.store.zero_fill_segments,
             ..Default::default()
+        }
+    }
+
+    /// Who this broker is in its group, for replication.
+    pub fn identity(&self) -> crate::replication::Identity {
+        crate::replication::Identity {
+            cluster_name: self.cluster_name.clone(),
+            broker_name: self.broker_name.clone(),
+            broker_id: self.broker_id,
+            store_dir: self.store_dir(),
+            serves_replication: self.replication_listen.is_some(),
         }
     }
 

@@ -9,6 +9,10 @@ use crate::topics::TopicError;
 /// Why the broker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// Replication could not start (its epoch file, its settings).
+    #[error("replication: {0}")]
+    Replication(String),
+
     /// A configuration field is invalid.
     #[error("invalid broker config `{field}`: {reason}")]
     Config { field: &'static str, reason: String },

@@ -2,8 +2,8 @@
 //! and rocketlog's admin API over the storage engine, on one port that serves plaintext HTTP/2
 //! and TLS alike.
 //!
-//! Layering: depends on `rocketlog-common`, `rocketlog-proto`, `rocketlog-store` and
-//! `rocketlog-transport`; it must not depend on the nameserver crate (it talks to nameservers
+//! Layering: depends on `rocketlog-common`, `rocketlog-proto`, `rocketlog-store`,
+//! `rocketlog-replication` and `rocketlog-transport`; it must not depend on the nameserver crate (it talks to nameservers
 //! over gRPC), the client or the binary.
 //!
 //! Embedding: [`run`] serves a [`BrokerConfig`] on a bound listener until a shutdown future
@@ -19,6 +19,7 @@ pub mod error;
 pub mod nameserver_client;
 pub mod registration;
 pub mod renewal;
+pub mod replication;
 pub mod routes;
 mod run;
 pub mod service;
@@ -29,4 +30,4 @@ pub mod transport;
 
 pub use config::{BrokerConfig, FlushMode, ReceiveSettings, StoreSettings};
 pub use error::BrokerError;
-pub use run::{run, run_with_ready, standalone};
+pub use run::{run, run_with_ready, standalone, Ready};

@@ -20,6 +20,7 @@ use crate::consumption::{Consumption, ConsumptionConfig};
 use crate::error::BrokerError;
 use crate::nameserver_client::NameserverClient;
 use crate::renewal::{RenewalConfig, Renewals};
+use crate::replication::Role;
 use crate::routes::RouteTable;
 use crate::service::MessagingServer;
 use crate::timer::Timer;
@@ -37,7 +38,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BrokerError> {
-    run_with_ready(config, listener, shutdown, || {}).await
+    run_with_ready(config, listener, shutdown, |_| {}).await
+}
+
+/// What a broker that has started serving is listening on, besides its client port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// The bound replication port (a master with `replication_listen`).
+    pub replication: Option<std::net::SocketAddr>,
 }
 
 /// [`run`], calling `ready` once the broker serves: the store, the consumption state, open
@@ -47,7 +55,7 @@ pub async fn run_with_ready(
     config: BrokerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-    ready: impl FnOnce() + Send,
+    ready: impl FnOnce(Ready) + Send,
 ) -> Result<(), BrokerError> {
     config.validate()?;
     let bound = listener.local_addr().map_err(BrokerError::Listener)?;
@@ -60,6 +68,32 @@ pub async fn run_with_ready(
 
     let store_config = config.store_config();
     let store = blocking(move || Store::open(store_config)).await??;
+    // A slave's store refuses local appends before anything (timer, transactions) could try.
+    let replication_token = CancellationToken::new();
+    let (role, follower_task) = match crate::replication::start(
+        &config.identity(),
+        &config.replication,
+        &store,
+        replication_token.clone(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = blocking(move || store.shutdown()).await;
+            return Err(e);
+        }
+    };
+    let replication_listener = match config.replication_listen {
+        Some(addr) if role.is_master() => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                let _ = blocking(move || store.shutdown()).await;
+                return Err(BrokerError::Replication(format!(
+                    "binding replication_listen {addr}: {source}"
+                )));
+            }
+        },
+        _ => None,
+    };
     let consumption = {
         let (engine_store, dir) = (store.clone(), config.consumption_dir());
         let engine_config = ConsumptionConfig {
@@ -106,15 +140,25 @@ pub async fn run_with_ready(
     let served = serve(
         config,
         endpoint,
-        store.clone(),
-        consumption.clone(),
-        transactions.clone(),
-        Arc::clone(&timer),
+        Services {
+            store: store.clone(),
+            consumption: consumption.clone(),
+            transactions: transactions.clone(),
+            timer: Arc::clone(&timer),
+            role,
+            replication_listener,
+            stop_replication: replication_token.clone(),
+        },
         listener,
         shutdown,
         ready,
     )
     .await;
+    // The follower appends to the store: stop it before the store closes.
+    replication_token.cancel();
+    if let Some(task) = follower_task {
+        let _ = task.await;
+    }
     // Before the store closes: its last checkpoint needs the log flushed past its firings.
     blocking(move || timer.shutdown()).await?;
     let engine_result = blocking(move || consumption.shutdown()).await?;
@@ -132,18 +176,36 @@ pub async fn run_with_ready(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    config: BrokerConfig,
-    endpoint: AdvertisedEndpoint,
+/// What recovery opened, handed to [`serve`].
+struct Services {
     store: Store,
     consumption: Consumption,
     transactions: Transactions,
     timer: Arc<Timer>,
+    role: Role,
+    /// The master's replication port, bound.
+    replication_listener: Option<TcpListener>,
+    /// Ends replication streams (and a slave's following).
+    stop_replication: CancellationToken,
+}
+
+async fn serve(
+    config: BrokerConfig,
+    endpoint: AdvertisedEndpoint,
+    services: Services,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-    ready: impl FnOnce() + Send,
+    ready: impl FnOnce(Ready) + Send,
 ) -> Result<(), BrokerError> {
+    let Services {
+        store,
+        consumption,
+        transactions,
+        timer,
+        role,
+        replication_listener,
+        stop_replication,
+    } = services;
     let bound = listener.local_addr().map_err(BrokerError::Listener)?;
     let topics = Arc::new(TopicManager::open(
         &config.config_dir(),
@@ -184,6 +246,7 @@ async fn serve(
         endpoint,
         transactions,
         timer,
+        role,
         token.clone(),
     ));
 
@@ -192,6 +255,28 @@ async fn serve(
     tasks.spawn(crate::transaction::checker::run(Arc::clone(&broker)));
     if let Some(ns) = nameservers {
         tasks.spawn(crate::registration::register_loop(ns, Arc::clone(&broker)));
+    }
+
+    let replication_addr = replication_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
+    if let (
+        Some(l),
+        Role::Master {
+            master: Some(m), ..
+        },
+    ) = (replication_listener, &broker.role)
+    {
+        let routes = Routes::new(m.service());
+        let settings = broker.config.connections.clone();
+        let stop = stop_replication.clone();
+        let addr = l.local_addr().ok();
+        tracing::info!(listen = ?addr, "replication serving");
+        tasks.spawn(async move {
+            Transport::new(None, Duration::from_secs(1), settings)
+                .serve(l, routes, stop.cancelled_owned())
+                .await;
+        });
     }
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -219,7 +304,9 @@ async fn serve(
     );
     // Connections that arrived during recovery wait in the listen backlog; they are
     // accepted as soon as the transport starts below.
-    ready();
+    ready(Ready {
+        replication: replication_addr,
+    });
     let stopping = {
         let broker = Arc::clone(&broker);
         async move {
@@ -239,6 +326,7 @@ async fn serve(
         .await;
 
     token.cancel();
+    stop_replication.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

@@ -8,6 +8,7 @@
 //!   (`tests/python/requirements.txt`), created and installed on first use;
 //! - [`nodes`]: nameserver and brokers on the test's own runtime for the Rust SDK tests; a
 //!   broker can be stopped and restarted on the same port and data directory;
+//! - [`proxy`]: a TCP proxy that cuts and heals a link between two processes;
 //! - [`scenario`]: runs one scenario script of `tests/python/` against a cluster under a
 //!   deadline and fails the test with the script's output and the server logs.
 
@@ -15,10 +16,12 @@ pub mod cluster;
 pub mod logs;
 pub mod nodes;
 pub mod process;
+pub mod proxy;
 pub mod restart;
 pub mod scenario;
 pub mod venv;
 
 pub use cluster::{Cluster, MessageType};
 pub use nodes::{poll, unique_name, BrokerNode, NameserverNode, SdkCluster};
-pub use scenario::{run_scenario, unique_suffix, Tuning};
+pub use proxy::FaultProxy;
+pub use scenario::{run_scenario, run_scenario_at, unique_suffix, Tuning};

@@ -85,7 +85,7 @@ fn section(title: &str, body: &str) -> String {
 }
 
 /// Panics with everything needed to diagnose a failed scenario.
-fn fail(script: &str, why: &str, run: Option<&Finished>, cluster: &Cluster) -> ! {
+fn fail(script: &str, why: &str, run: Option<&Finished>, target: &dyn Target) -> ! {
     let mut report = format!("scenario {script} FAILED: {why}\n");
     if let Some(run) = run {
         report.push_str(&section("script stdout (steps and verdict)", &run.stdout));
@@ -94,8 +94,46 @@ fn fail(script: &str, why: &str, run: Option<&Finished>, cluster: &Cluster) -> !
             &run.stderr,
         ));
     }
-    report.push_str(&section("server logs", &cluster.logs()));
+    report.push_str(&section("server logs", &target.logs()));
     panic!("{report}");
+}
+
+/// What a scenario runs against: a broker's client address and how to show its logs.
+trait Target {
+    fn address(&self) -> String;
+    fn max_body(&self) -> usize;
+    fn logs(&self) -> String;
+}
+
+impl Target for Cluster {
+    fn address(&self) -> String {
+        self.client_address().to_string()
+    }
+    fn max_body(&self) -> usize {
+        self.config().max_body_size
+    }
+    fn logs(&self) -> String {
+        Cluster::logs(self)
+    }
+}
+
+/// A broker running elsewhere (another process).
+struct Remote<'a> {
+    address: &'a str,
+    max_body: usize,
+    logs: &'a dyn Fn() -> String,
+}
+
+impl Target for Remote<'_> {
+    fn address(&self) -> String {
+        self.address.to_owned()
+    }
+    fn max_body(&self) -> usize {
+        self.max_body
+    }
+    fn logs(&self) -> String {
+        (self.logs)()
+    }
 }
 
 /// The verdict line a passing script prints last.
@@ -109,6 +147,28 @@ fn verdict(stdout: &str) -> Option<&str> {
 /// Runs `tests/python/<script>` against `cluster`; panics with the script's output and the
 /// server logs unless it exits 0 with a `PASS` line.
 pub fn run_scenario(cluster: &Cluster, script: &str, suffix: &str, tuning: &Tuning) {
+    run_against(cluster, script, suffix, tuning);
+}
+
+/// [`run_scenario`] against a broker at `address` (for example a `rocketlog` process) whose
+/// `max_body_size` is `max_body`; `logs` gives its logs for the failure report.
+pub fn run_scenario_at(
+    address: &str,
+    max_body: usize,
+    script: &str,
+    suffix: &str,
+    tuning: &Tuning,
+    logs: &dyn Fn() -> String,
+) {
+    let target = Remote {
+        address,
+        max_body,
+        logs,
+    };
+    run_against(&target, script, suffix, tuning);
+}
+
+fn run_against(cluster: &dyn Target, script: &str, suffix: &str, tuning: &Tuning) {
     let python = match venv::python() {
         Ok(p) => p,
         Err(e) => fail(
@@ -140,12 +200,12 @@ pub fn run_scenario(cluster: &Cluster, script: &str, suffix: &str, tuning: &Tuni
     cmd.current_dir(&dir)
         .arg("-u")
         .arg(dir.join(script))
-        .arg(cluster.client_address().to_string())
+        .arg(cluster.address())
         .arg(suffix)
         // The client logs under ~/logs; keep that out of the real home and apart per run.
         .env("HOME", home.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .envs(tuning.script_env(cluster.config().max_body_size));
+        .envs(tuning.script_env(cluster.max_body()));
     let run = match process::run(&mut cmd, KILL_AFTER) {
         Ok(run) => run,
         Err(e) => fail(script, &format!("{e:#}"), None, cluster),

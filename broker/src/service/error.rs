@@ -62,9 +62,26 @@ pub enum ApiError {
     Store(#[from] rocketlog_store::StoreError),
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// Sync replication: the message is stored on the master but too few slaves are connected.
+    #[error("stored on the master, not replicated: {0}")]
+    HaNotAvailable(String),
+    /// Sync replication: the message is stored on the master; the slaves did not confirm it
+    /// in time (it may or may not be on them).
+    #[error("stored on the master, maybe not replicated: {0}")]
+    SlaveTimeout(String),
 }
 
 impl ApiError {
+    /// The same replication failure for another entry of a batch (the other variants are
+    /// per message and never shared).
+    pub fn clone_for_entry(&self) -> ApiError {
+        match self {
+            ApiError::HaNotAvailable(m) => ApiError::HaNotAvailable(m.clone()),
+            ApiError::SlaveTimeout(m) => ApiError::SlaveTimeout(m.clone()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+
     /// The protocol code of this failure.
     pub fn code(&self) -> Code {
         match self {
@@ -94,6 +111,8 @@ impl ApiError {
             ApiError::Consume(e) => consume_code(e),
             ApiError::Store(e) => store_code(e),
             ApiError::Topic(e) => topic_code(e),
+            ApiError::HaNotAvailable(_) => Code::HaNotAvailable,
+            ApiError::SlaveTimeout(_) => Code::SlavePersistenceTimeout,
         }
     }
 
@@ -123,6 +142,7 @@ impl ApiError {
                 e,
                 rocketlog_store::StoreError::DiskFull { .. }
                     | rocketlog_store::StoreError::ReadOnly { .. }
+                    | rocketlog_store::StoreError::Replica
             )
         };
         match self {
@@ -156,6 +176,8 @@ fn store_code(e: &rocketlog_store::StoreError) -> Code {
         // What the Apache proxy answers when its broker says SERVICE_NOT_AVAILABLE ("the
         // broker's disk is full, ..."): clients resend to another queue or retry later.
         S::DiskFull { .. } | S::ReadOnly { .. } => Code::InternalServerError,
+        // The Apache broker answers a write to a slave with SERVICE_NOT_AVAILABLE too.
+        S::Replica => Code::InternalServerError,
         _ => Code::InternalError,
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use rocketlog_proto::v2;
+use rocketlog_replication::master::SyncError;
 use rocketlog_store::{AppendMessage, PendingAppend};
 use tonic::Request;
 
@@ -35,19 +36,51 @@ pub async fn handle(
     for msg in req.messages {
         pending.push(append(b, msg, peer));
     }
-    let mut entries = Vec::with_capacity(pending.len());
-    for p in pending {
-        let entry = match p {
-            Ok(appended) => match appended.pending.durable().await {
-                Ok(result) => v2::SendResultEntry {
+    // In sync replication the slaves' confirmation is awaited alongside the local flush: both
+    // cover the whole batch, so one fsync and one slave round trip answer every message.
+    let batch_end = pending
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|a| a.pending.result.physical_offset.0 + u64::from(a.pending.result.size))
+        .max();
+    let replicated = async {
+        match batch_end {
+            Some(end) => b.role.replicated(end).await.map_err(|e| match e {
+                SyncError::TooFewReplicas { .. } => ApiError::HaNotAvailable(e.to_string()),
+                SyncError::Timeout { .. } => ApiError::SlaveTimeout(e.to_string()),
+            }),
+            None => Ok(()),
+        }
+    };
+    let durable = futures::future::join_all(pending.into_iter().map(|p| async move {
+        match p {
+            Ok(Appended {
+                message_id,
+                pending,
+                transaction_id,
+                recall_handle,
+            }) => Ok((
+                pending.durable().await,
+                (message_id, transaction_id, recall_handle),
+            )),
+            Err(e) => Err(e),
+        }
+    }));
+    let (replicated, durable) = tokio::join!(replicated, durable);
+    let mut entries = Vec::with_capacity(durable.len());
+    for d in durable {
+        let entry = match d {
+            Ok((Ok(result), (message_id, transaction_id, recall_handle))) => match &replicated {
+                Ok(()) => v2::SendResultEntry {
                     status: Some(ok()),
-                    message_id: appended.message_id,
-                    transaction_id: appended.transaction_id,
+                    message_id,
+                    transaction_id,
                     offset: i64::try_from(result.queue_offset.0).unwrap_or(i64::MAX),
-                    recall_handle: appended.recall_handle,
+                    recall_handle,
                 },
-                Err(e) => error_entry(ApiError::Store(e)),
+                Err(e) => error_entry(e.clone_for_entry()),
             },
+            Ok((Err(e), _)) => error_entry(ApiError::Store(e)),
             Err(e) => error_entry(e),
         };
         entries.push(entry);

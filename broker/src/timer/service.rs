@@ -429,8 +429,12 @@ impl Worker {
         let more = self.scan()?;
         let now = now_ms();
         self.wheel.load_until(now)?;
-        self.fire(shared, now)?;
-        self.wheel.advance(now);
+        // A slave's log is its master's: the master fires, and its deliveries arrive here
+        // replicated.
+        if !self.store.is_replica() {
+            self.fire(shared, now)?;
+            self.wheel.advance(now);
+        }
         self.write_candidate(shared)?;
         if self.candidate.is_none() && self.last_candidate.elapsed() >= interval {
             self.make_candidate()?;

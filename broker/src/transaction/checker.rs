@@ -35,6 +35,10 @@ pub async fn run(b: Arc<Broker>) {
             () = b.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Only the master asks producers and resolves transactions; a slave's log follows.
+        if !b.role.is_master() {
+            continue;
+        }
         let t = b.transactions.clone();
         match tokio::task::spawn_blocking(move || t.due_checks(now_ms())).await {
             Ok(due) => {

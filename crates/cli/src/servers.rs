@@ -124,13 +124,20 @@ fn prepare_process() {
 }
 
 /// The one line test harnesses and scripts wait for (see README).
-fn announce(client: Option<SocketAddr>, nameserver: Option<SocketAddr>) {
+fn announce(
+    client: Option<SocketAddr>,
+    nameserver: Option<SocketAddr>,
+    replication: Option<SocketAddr>,
+) {
     let mut line = String::from("rocketlog ready");
     if let Some(c) = client {
         line.push_str(&format!(" client={c}"));
     }
     if let Some(n) = nameserver {
         line.push_str(&format!(" nameserver={n}"));
+    }
+    if let Some(r) = replication {
+        line.push_str(&format!(" replication={r}"));
     }
     let mut out = std::io::stdout().lock();
     // Nothing useful can be done if stdout is closed; the server keeps running.
@@ -165,7 +172,7 @@ pub async fn standalone(file: Option<&Path>, args: StandaloneArgs) -> anyhow::Re
         broker_config,
         client_listener,
         shutdown.wait(),
-        move || announce(Some(client_addr), Some(ns_addr)),
+        move |r| announce(Some(client_addr), Some(ns_addr), r.replication),
     )
     .await;
     // The broker has flushed; stop the nameserver too if the broker ended on its own.
@@ -184,7 +191,7 @@ pub async fn nameserver(file: Option<&Path>, args: NameserverArgs) -> anyhow::Re
     let listener = bind(cfg.nameserver_listen, DEFAULT_NAMESERVER_ADDR, "nameserver").await?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::on_signals()?;
-    announce(None, Some(addr));
+    announce(None, Some(addr), None);
     rocketlog_nameserver::run(cfg.nameserver, listener, shutdown.wait())
         .await
         .context("nameserver")
@@ -209,8 +216,8 @@ pub async fn broker(file: Option<&Path>, args: BrokerArgs) -> anyhow::Result<()>
     let listener = bind(cfg.listen, DEFAULT_CLIENT_ADDR, "client").await?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::on_signals()?;
-    rocketlog_broker::run_with_ready(broker_config, listener, shutdown.wait(), move || {
-        announce(Some(addr), None)
+    rocketlog_broker::run_with_ready(broker_config, listener, shutdown.wait(), move |r| {
+        announce(Some(addr), None, r.replication)
     })
     .await
     .context("broker")

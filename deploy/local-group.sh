@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Starts a replicated broker group on this machine for trying replication out: a nameserver,
+# a master (broker id 0) and N slaves (ids 1..N) of broker group "broker-a", each with its own
+# data folder under DIR, sync replication by default. Ctrl-C stops them all (cleanly).
+#
+#   deploy/local-group.sh [--slaves N] [--mode sync|async] [--dir DIR] [--bin PATH]
+#
+# Ports: nameserver 9876, master client 8081 and replication 10912, slave i client 8081+i.
+set -euo pipefail
+
+slaves=1
+mode=sync
+dir=./rocketlog-group
+bin=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --slaves) slaves="$2"; shift 2 ;;
+    --mode) mode="$2"; shift 2 ;;
+    --dir) dir="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$mode" in sync|async) ;; *) echo "--mode is sync or async, not $mode" >&2; exit 2 ;; esac
+case "$slaves" in ''|*[!0-9]*) echo "--slaves takes a number, not $slaves" >&2; exit 2 ;; esac
+if [ -z "$bin" ]; then
+  cargo build --release -p rocketlog >&2
+  bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/rocketlog"
+fi
+mkdir -p "$dir"
+
+pids=()
+stop() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+broker_config() { # id master_address
+  local id=$1 master=$2 data="$dir/broker-a-$1"
+  mkdir -p "$data"
+  {
+    echo "listen = \"127.0.0.1:$((8081 + id))\""
+    echo "[broker]"
+    echo "broker_name = \"broker-a\""
+    echo "broker_id = $id"
+    echo "data_dir = \"$data\""
+    echo "nameserver_addresses = [\"127.0.0.1:9876\"]"
+    if [ "$id" = 0 ]; then echo "replication_listen = \"127.0.0.1:10912\""; fi
+    echo "[broker.replication]"
+    echo "mode = \"$mode\""
+    echo "min_in_sync_replicas = $((slaves > 0 ? 2 : 1))"
+    if [ "$id" != 0 ]; then echo "master_address = \"$master\""; fi
+  } > "$data.toml"
+  echo "$data.toml"
+}
+
+"$bin" nameserver --listen 127.0.0.1:9876 & pids+=($!)
+"$bin" --config "$(broker_config 0 "")" broker & pids+=($!)
+for i in $(seq 1 "$slaves"); do
+  "$bin" --config "$(broker_config "$i" 127.0.0.1:10912)" broker & pids+=($!)
+done
+echo "broker group broker-a: master 127.0.0.1:8081, $slaves slave(s), $mode replication; Ctrl-C stops" >&2
+wait

@@ -1,0 +1,115 @@
+"""Sends to a replicated broker group's master and reads back, driven in phases by the harness
+(``ROCKETLOG_REPL_PHASE``). Acknowledged message ids are appended to ``ROCKETLOG_REPL_STATE``
+(one per line) so that later phases and the harness can count them.
+
+- ``send``: ``ROCKETLOG_REPL_PRODUCERS`` producers (threads, default 1) each send
+  ``ROCKETLOG_REPL_COUNT`` messages (default 20). ``ROCKETLOG_REPL_EXPECT`` says what the
+  sends must meet: ``ok`` (every send succeeds), ``ha`` (the first send fails with
+  HA_NOT_AVAILABLE, 50002: too few slaves connected), ``timeout`` (the first send fails with
+  SLAVE_PERSISTENCE_TIMEOUT, 50402), or ``any`` (failures allowed; counted and reported, as while
+  a master is being killed). Prints ``SENT <acked> FAILED <failed>``.
+- ``read``: a new consumer group receives and acks every message of the topic until it has
+  seen every acknowledged id (or nothing more comes); prints ``READ <distinct> MISSING <n>
+  DUPLICATES <n>``, and fails if an acknowledged id is missing.
+"""
+
+import os
+import threading
+
+from scenario import Scenario, ScenarioFailed
+
+HA_NOT_AVAILABLE = "50002"
+SLAVE_PERSISTENCE_TIMEOUT = "50402"
+
+
+def acked(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def send(s, topic, state):
+    expect = os.environ.get("ROCKETLOG_REPL_EXPECT", "ok")
+    count = int(os.environ.get("ROCKETLOG_REPL_COUNT", "20"))
+    producers = int(os.environ.get("ROCKETLOG_REPL_PRODUCERS", "1"))
+    lock = threading.Lock()
+    results = {"acked": 0, "failed": 0, "errors": []}
+    out = open(state, "a")
+
+    def one_producer(p):
+        producer = s.producer([topic])
+        for n in range(count):
+            msg = s.message(topic, f"repl-{p}-{n}-{s.suffix}".encode(), tag="R", keys=(f"k-{p}-{n}",))
+            try:
+                receipt = producer.send(msg)
+            except Exception as e:  # noqa: BLE001 - the client raises a plain Exception
+                with lock:
+                    results["failed"] += 1
+                    results["errors"].append(str(e))
+                if expect in ("ha", "timeout"):
+                    return
+                if expect == "ok":
+                    return
+                continue
+            with lock:
+                out.write(receipt.message_id + "\n")
+                out.flush()
+                results["acked"] += 1
+
+    threads = [threading.Thread(target=one_producer, args=(p,)) for p in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.close()
+    errors = results["errors"]
+    print(f"SENT {results['acked']} FAILED {results['failed']}", flush=True)
+    if errors:
+        s.step(f"first failure: {errors[0]}")
+    if expect == "ok":
+        s.check(not errors, f"a send failed: {errors[:1]}")
+    elif expect in ("ha", "timeout"):
+        code = HA_NOT_AVAILABLE if expect == "ha" else SLAVE_PERSISTENCE_TIMEOUT
+        s.check(errors, f"every send succeeded; expected {code}")
+        s.check(all(code in e for e in errors), f"expected {code} for every failure, got {errors[:1]}")
+        s.check("replicated" in errors[0], f"the message should say what happened to the message: {errors[0]}")
+
+
+def read(s, topic, state):
+    expected = set(acked(state))
+    consumer = s.simple_consumer(s.unique(f"reader-{os.getpid()}"), {topic: "*"})
+    seen = set()
+    deliveries = 0
+    idle = 0
+    while not expected <= seen and idle < 3:
+        msgs = consumer.receive(32, s.invisible)
+        idle = 0 if msgs else idle + 1
+        for m in msgs:
+            deliveries += 1
+            seen.add(m.message_id)
+            consumer.ack(m)
+    missing = expected - seen
+    print(f"READ {len(seen)} MISSING {len(missing)} DUPLICATES {deliveries - len(seen)}", flush=True)
+    s.check(not missing, f"{len(missing)} of {len(expected)} acknowledged messages not readable, "
+                         f"e.g. {sorted(missing)[:3]}")
+
+
+def main(s):
+    # Failed sends are logged by the client too (with its retries).
+    s.allow_client_errors(HA_NOT_AVAILABLE, SLAVE_PERSISTENCE_TIMEOUT, "replicated",
+                          "service not available", "run out of attempt times", "failed to send",
+                          "UNAVAILABLE", "Connection refused", "connection", "Deadline")
+    topic = os.environ.get("ROCKETLOG_REPL_TOPIC", f"repl-{s.suffix}")
+    state = os.environ["ROCKETLOG_REPL_STATE"]
+    phase = os.environ["ROCKETLOG_REPL_PHASE"]
+    if phase == "send":
+        send(s, topic, state)
+    elif phase == "read":
+        read(s, topic, state)
+    else:
+        raise ScenarioFailed(f"unknown phase {phase!r}")
+
+
+if __name__ == "__main__":
+    Scenario("replication").run(main)
