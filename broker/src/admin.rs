@@ -318,6 +318,42 @@ impl Admin for AdminApi {
                 FlushMode::Async => "async",
             }
             .to_owned(),
+            role: if b.role.is_master() {
+                "master"
+            } else {
+                "slave"
+            }
+            .to_owned(),
+            slaves: b
+                .role
+                .slaves()
+                .into_iter()
+                .map(|s| pb::SlaveReplication {
+                    broker_id: s.broker_id,
+                    peer: s.peer,
+                    log_end_offset: s.log_end_offset,
+                    durable_offset: s.durable_offset,
+                    lag_bytes: s.lag_bytes,
+                    last_ack_ms_ago: s.last_ack_ms_ago,
+                })
+                .collect(),
+            following: b.role.follower_status().map(|f| pb::FollowerReplication {
+                connected: f.connected,
+                master_address: b
+                    .config
+                    .replication
+                    .master_address
+                    .clone()
+                    .unwrap_or_default(),
+                master_end_offset: f.master_end_offset,
+                log_end_offset: max.0,
+                last_error: f.last_error.unwrap_or_default(),
+            }),
+            replication_mode: match b.config.replication.mode {
+                crate::replication::ReplicationMode::Sync => "sync",
+                crate::replication::ReplicationMode::Async => "async",
+            }
+            .to_owned(),
         }))
     }
 }

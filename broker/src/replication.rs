@@ -202,13 +202,14 @@ pub fn start(
         return Ok((Role::Slave { follower }, Some(task)));
     }
     store.set_replica(false);
+    // Every start as master is a new epoch from the current log end, so that bytes a slave
+    // got from an earlier run but this log lost (a machine crash under async flush) show up
+    // as a divergence instead of being silently overwritten.
     let mut epochs = epochs;
-    if epochs.history().last().is_none() {
-        // The first epoch of this group wrote the whole log so far.
-        epochs
-            .begin(1, 0)
-            .map_err(|e| BrokerError::Replication(e.to_string()))?;
-    }
+    let next = epochs.history().last().map_or(1, |e| e.epoch + 1);
+    epochs
+        .begin(next, store.log_range().1 .0)
+        .map_err(|e| BrokerError::Replication(e.to_string()))?;
     let master = config.serves_replication.then(|| {
         Master::new(
             store.clone(),

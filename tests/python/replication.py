@@ -6,7 +6,8 @@
   ``ROCKETLOG_REPL_COUNT`` messages (default 20). ``ROCKETLOG_REPL_EXPECT`` says what the
   sends must meet: ``ok`` (every send succeeds), ``ha`` (the first send fails with
   HA_NOT_AVAILABLE, 50002: too few slaves connected), ``timeout`` (the first send fails with
-  SLAVE_PERSISTENCE_TIMEOUT, 50402), or ``any`` (failures allowed; counted and reported, as while
+  SLAVE_PERSISTENCE_TIMEOUT, 50402), ``slave`` (the first send fails with INTERNAL_SERVER_ERROR,
+  50001, saying the broker is a replica: sent to a slave), or ``any`` (failures allowed; counted and reported, as while
   a master is being killed). Prints ``SENT <acked> FAILED <failed>``.
 - ``read``: a new consumer group receives and acks every message of the topic until it has
   seen every acknowledged id (or nothing more comes); prints ``READ <distinct> MISSING <n>
@@ -20,6 +21,7 @@ from scenario import Scenario, ScenarioFailed
 
 HA_NOT_AVAILABLE = "50002"
 SLAVE_PERSISTENCE_TIMEOUT = "50402"
+INTERNAL_SERVER_ERROR = "50001"
 
 
 def acked(path):
@@ -47,7 +49,7 @@ def send(s, topic, state):
                 with lock:
                     results["failed"] += 1
                     results["errors"].append(str(e))
-                if expect in ("ha", "timeout"):
+                if expect in ("ha", "timeout", "slave"):
                     return
                 if expect == "ok":
                     return
@@ -69,6 +71,10 @@ def send(s, topic, state):
         s.step(f"first failure: {errors[0]}")
     if expect == "ok":
         s.check(not errors, f"a send failed: {errors[:1]}")
+    elif expect == "slave":
+        s.check(errors, "a send to a slave succeeded")
+        s.check(all(INTERNAL_SERVER_ERROR in e and "replica" in e for e in errors),
+                f"a send to a slave should be INTERNAL_SERVER_ERROR saying it is a replica: {errors[:1]}")
     elif expect in ("ha", "timeout"):
         code = HA_NOT_AVAILABLE if expect == "ha" else SLAVE_PERSISTENCE_TIMEOUT
         s.check(errors, f"every send succeeded; expected {code}")
@@ -97,7 +103,7 @@ def read(s, topic, state):
 
 def main(s):
     # Failed sends are logged by the client too (with its retries).
-    s.allow_client_errors(HA_NOT_AVAILABLE, SLAVE_PERSISTENCE_TIMEOUT, "replicated",
+    s.allow_client_errors(HA_NOT_AVAILABLE, SLAVE_PERSISTENCE_TIMEOUT, INTERNAL_SERVER_ERROR, "replicated", "replica",
                           "service not available", "run out of attempt times", "failed to send",
                           "UNAVAILABLE", "Connection refused", "connection", "Deadline")
     topic = os.environ.get("ROCKETLOG_REPL_TOPIC", f"repl-{s.suffix}")

@@ -366,6 +366,32 @@ async fn stats(client: &mut AdminClient<Channel>) -> anyhow::Result<()> {
         s.min_log_offset, s.max_log_offset, s.flushed_offset
     );
     println!("topics / queues  {} / {}", s.topic_count, s.queue_count);
+    println!(
+        "role             {} ({} replication)",
+        s.role, s.replication_mode
+    );
+    for r in &s.slaves {
+        println!(
+            "slave {:<10} {} at {} (durable {}), lag {} bytes, last ack {} ms ago",
+            r.broker_id, r.peer, r.log_end_offset, r.durable_offset, r.lag_bytes, r.last_ack_ms_ago
+        );
+    }
+    if let Some(f) = &s.following {
+        let state = if f.connected {
+            "following"
+        } else {
+            "not following"
+        };
+        println!(
+            "master           {} ({state}), master log end {}, behind by {} bytes",
+            f.master_address,
+            f.master_end_offset,
+            f.master_end_offset.saturating_sub(f.log_end_offset)
+        );
+        if !f.last_error.is_empty() {
+            println!("last error       {}", f.last_error);
+        }
+    }
     Ok(())
 }
 

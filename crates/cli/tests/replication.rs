@@ -216,7 +216,7 @@ fn wait_identical(master: &Broker, slave: &Broker) -> usize {
     }
 }
 
-/// One phase of `tests/python/replication.py` against the master; its stdout.
+/// One phase of `tests/python/replication.py` against `master` (the broker sent to); its stdout.
 fn phase(master: &Broker, state: &Path, phase: &str, expect: &str, count: u32) -> String {
     let python = venv::python().unwrap_or_else(|e| panic!("the Python virtualenv: {e}"));
     let dir = venv::scripts_dir();
