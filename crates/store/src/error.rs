@@ -94,6 +94,25 @@ pub enum StoreError {
     /// does. Nothing was written.
     #[error("replicated bytes at log offset {offset} refused: {reason}")]
     BadReplicaChunk { offset: u64, reason: String },
+
+    /// [`crate::truncate_log`] refused to cut the log at `offset`; nothing was changed.
+    #[error("cannot truncate the log to offset {offset}: {why}")]
+    BadTruncation { offset: u64, why: TruncateRefusal },
+}
+
+/// Why an offset cannot be the new end of the log (see [`crate::truncate_log`]). The new end
+/// must be a record boundary in `[log start, log end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum TruncateRefusal {
+    /// The offset falls inside a record; `before` and `after` are the boundaries around it.
+    #[error("it is not the start of a record (records start at {before} and {after})")]
+    NotRecordStart { before: u64, after: u64 },
+    /// The segment that held the offset was deleted by retention.
+    #[error("it is below the log start {log_start} (deleted by retention)")]
+    BelowLogStart { log_start: u64 },
+    /// The log never reached the offset.
+    #[error("it is beyond the log end {log_end}")]
+    BeyondLogEnd { log_end: u64 },
 }
 
 impl StoreError {
@@ -127,6 +146,10 @@ impl StoreError {
             },
             StoreError::BadTopic(e) => StoreError::BadTopic(e.clone()),
             StoreError::Replica => StoreError::Replica,
+            StoreError::BadTruncation { offset, why } => StoreError::BadTruncation {
+                offset: *offset,
+                why: *why,
+            },
             StoreError::BadReplicaChunk { offset, reason } => StoreError::BadReplicaChunk {
                 offset: *offset,
                 reason: reason.clone(),

@@ -275,6 +275,20 @@ impl IndexFile {
         }
     }
 
+    /// How many of the first `count` entries index records below `before`: entries are in log
+    /// order, so those are a prefix.
+    fn count_below(&self, count: u32, before: u64) -> u32 {
+        let (mut lo, mut hi) = (0, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid) {
+                Some(e) if e.physical_offset < before => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        lo
+    }
+
     /// Rebuilds the slot table from the first `count` entries (after a crash the slots may
     /// point at entries past the checkpoint).
     fn rebuild(&mut self, count: u32) -> Result<(), StoreError> {
@@ -349,7 +363,9 @@ impl IndexBatch<'_> {
 impl Index {
     /// Opens `dir`. Without a checkpoint everything is rebuilt from the log; otherwise files
     /// starting at or past `replay_start` are dropped and, after a crash, the active file is
-    /// cut back to the checkpoint's entry count.
+    /// cut back to the checkpoint's entry count and to the records below `replay_start`, which
+    /// the dispatcher indexes again. (The second bound matters after `truncate_log`: the
+    /// checkpoint's count may include entries for records of the cut tail.)
     pub(crate) fn open(
         dir: PathBuf,
         config: IndexConfig,
@@ -379,6 +395,7 @@ impl Index {
                 } else {
                     last.header.count
                 };
+                let count = last.count_below(count, replay_start);
                 last.rebuild(count)?;
                 last.writer
                     .file()
@@ -559,8 +576,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lookup_rolls_files_and_survives_crash_recovery() {
+    /// An index in a new directory holding ten records at 0, 10, .., 90, keyed "even" and
+    /// "odd" by turns.
+    fn ten_records() -> (tempfile::TempDir, Index) {
         let dir = tempfile::tempdir().unwrap();
         let idx = Index::open(
             dir.path().join("index"),
@@ -580,6 +598,12 @@ mod tests {
             }
             assert_eq!(b.snapshot(), (Some(80), 2));
         }
+        (dir, idx)
+    }
+
+    #[test]
+    fn lookup_rolls_files_and_survives_crash_recovery() {
+        let (dir, idx) = ten_records();
         assert_eq!(
             idx.lookup(key_hash("T", "even"), 100),
             vec![80, 60, 40, 20, 0]
@@ -595,5 +619,18 @@ mod tests {
         assert_eq!(idx.lookup(key_hash("T", "odd"), 100), vec![50, 30, 10]);
         idx.delete_below(45).unwrap();
         assert_eq!(idx.lookup(key_hash("T", "even"), 100), vec![60, 40]);
+    }
+
+    #[test]
+    fn reopening_drops_entries_at_or_past_the_replay_start_even_if_the_checkpoint_counts_them() {
+        let (dir, idx) = ten_records();
+        idx.flush().unwrap();
+        drop(idx);
+        // The checkpoint says file 40 holds 4 entries (40..=70), but the log was cut at 55.
+        let c = cp(55, Some(40), 4);
+        let idx = Index::open(dir.path().join("index"), geometry(), Some(&c), 55).unwrap();
+        assert_eq!(idx.lookup(key_hash("T", "even"), 100), vec![40, 20, 0]);
+        assert_eq!(idx.lookup(key_hash("T", "odd"), 100), vec![50, 30, 10]);
+        assert_eq!(idx.batch().snapshot(), (Some(40), 2));
     }
 }

@@ -23,6 +23,10 @@
 //! for a new index file the consume queues go on without the index, which catches up from the
 //! log once there is room (`space` says which files keep room for which).
 //!
+//! A former master that rejoins its group as a slave first cuts the tail of its log that the
+//! new master never had, on the closed directory, with [`truncate_log`]; the next open repairs
+//! the derived data.
+//!
 //! All `unsafe` lives in `mmap.rs`, under the contract written there.
 
 mod allocator;
@@ -47,14 +51,16 @@ mod retention;
 pub mod segment;
 mod space;
 mod store;
+mod truncate;
 mod wake;
 
 pub use config::{
     FaultInjector, FlushMode, IoPoint, StoreConfig, DEFAULT_ASYNC_PREFAULT_WINDOW, MIN_SEGMENT_SIZE,
 };
-pub use error::StoreError;
+pub use error::{StoreError, TruncateRefusal};
 pub use flush::PendingAppend;
 pub use message::{AppendMessage, AppendResult, LogScan, QueueRead, StoredMessage};
 pub use retention::RetentionReport;
 pub use rocketlog_common::{PhysicalOffset, QueueOffset};
 pub use store::{IndexStatus, Store};
+pub use truncate::{truncate_log, Truncated};

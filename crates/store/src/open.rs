@@ -27,7 +27,9 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+/// Takes the data directory's `LOCK` (held until the file is dropped): `Locked` if another
+/// store holds it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
         .create(true)

@@ -220,7 +220,8 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(out)
 }
 
-fn read_tombstones(path: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
+/// The tombstones persisted at `path` (none if the file is missing).
+pub(crate) fn read_tombstones(path: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -249,7 +250,11 @@ fn read_tombstones(path: &Path) -> Result<BTreeMap<String, u64>, StoreError> {
     Ok(out)
 }
 
-fn write_tombstones(data_dir: &Path, t: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+/// Atomically replaces the tombstones of `data_dir`.
+pub(crate) fn write_tombstones(
+    data_dir: &Path,
+    t: &BTreeMap<String, u64>,
+) -> Result<(), StoreError> {
     let text: String = t.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
     write_atomically(data_dir, TOMBSTONES_FILE, text.as_bytes())
         .map_err(|e| StoreError::io(&data_dir.join(TOMBSTONES_FILE), e))

@@ -270,6 +270,7 @@ fn finish(
 ) -> Result<RecoveredLog, StoreError> {
     let mut segments = Vec::new();
     let mut active = None;
+    let mut doomed = Vec::new();
     for mut o in opened {
         let seg_end = o.base + segment_size;
         if seg_end <= end {
@@ -298,10 +299,13 @@ fn finish(
                 writer: o.writer,
             });
         } else {
-            let path = o.file.path().to_path_buf();
-            drop(o);
-            std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+            doomed.push(o.file.path().to_path_buf());
         }
+    }
+    // Newest first: a crash in between must not leave a gap between segments (that would
+    // read as damage).
+    for path in doomed.iter().rev() {
+        std::fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
     }
     Ok(RecoveredLog {
         segments,
