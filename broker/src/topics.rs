@@ -159,6 +159,31 @@ struct TopicFile {
     topics: Vec<TopicConfig>,
 }
 
+/// Stands in for a file path in errors about an [`TopicManager::install`] input (which comes
+/// from the master, not from a file).
+const EXPORT_SOURCE: &str = "<replicated topic table>";
+
+/// Decodes and validates a [`TopicManager::export`].
+fn decode_export(bytes: &[u8]) -> Result<BTreeMap<String, TopicConfig>, TopicError> {
+    let corrupt = |reason: String| TopicError::Corrupt {
+        path: PathBuf::from(EXPORT_SOURCE),
+        reason,
+    };
+    let file: TopicFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if file.version != FORMAT_VERSION {
+        return Err(corrupt(format!("unknown format version {}", file.version)));
+    }
+    let mut topics = BTreeMap::new();
+    for t in file.topics {
+        t.validate()?;
+        let name = t.name.clone();
+        if topics.insert(name.clone(), t).is_some() {
+            return Err(corrupt(format!("topic {name:?} is listed twice")));
+        }
+    }
+    Ok(topics)
+}
+
 /// Retry (`%RETRY%`) and dead-letter (`%DLQ%`) topics belong to the broker: a producer's send
 /// or a route query never creates one.
 fn is_broker_owned(name: &str) -> bool {
@@ -314,9 +339,74 @@ impl TopicManager {
         self.topics.read().values().cloned().collect()
     }
 
-    /// Watches the table version (bumped on every change).
+    /// Watches the table version (bumped on every change, [`install`](Self::install)
+    /// included; starts at 0 on every open). A master ships the table when it moved.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// The current table version: the value [`subscribe`](Self::subscribe) watches (bumped on
+    /// every change, starts at 0 on every open). Read it before [`export`](Self::export).
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// The whole table, encoded for [`install`](Self::install) on another broker: the JSON
+    /// of `topics.json`, topics by name.
+    pub fn export(&self) -> Vec<u8> {
+        let file = TopicFile {
+            version: FORMAT_VERSION,
+            topics: self.list().iter().map(|t| (**t).clone()).collect(),
+        };
+        // Plain data with string keys: serializing it cannot fail.
+        serde_json::to_vec(&file).unwrap_or_default()
+    }
+
+    /// Replaces the whole table with `export` (from [`export`](Self::export)): topics absent
+    /// from it are deleted, changed ones updated, new ones created, then the table is persisted
+    /// and subscribers see one version bump. An identical table changes nothing (no write, no
+    /// bump). Bytes that do not decode, an unknown format version, a topic listed twice or an
+    /// invalid topic are refused before anything changes; a decode failure is
+    /// [`TopicError::Corrupt`] with the path `<replicated topic table>`.
+    pub fn install(&self, export: &[u8]) -> Result<(), TopicError> {
+        let next = decode_export(export)?;
+        let _w = self.write.lock();
+        let current = self.topics.read().clone();
+        if current.len() == next.len()
+            && next
+                .iter()
+                .all(|(name, t)| current.get(name).is_some_and(|c| **c == *t))
+        {
+            return Ok(());
+        }
+        let (mut created, mut updated) = (0usize, 0usize);
+        let table: BTreeMap<String, Arc<TopicConfig>> = next
+            .into_iter()
+            .map(|(name, t)| {
+                let config = match current.get(&name) {
+                    // Unchanged topics keep their `Arc`: holders see the same config.
+                    Some(c) if **c == t => Arc::clone(c),
+                    Some(_) => {
+                        updated += 1;
+                        Arc::new(t)
+                    }
+                    None => {
+                        created += 1;
+                        Arc::new(t)
+                    }
+                };
+                (name, config)
+            })
+            .collect();
+        let deleted = current.keys().filter(|n| !table.contains_key(*n)).count();
+        self.commit(|map| *map = table)?;
+        tracing::info!(
+            created,
+            updated,
+            deleted,
+            "installed a replicated topic table"
+        );
+        Ok(())
     }
 
     /// Applies `change` to a copy of the map, persists the copy, then publishes it.
@@ -447,6 +537,119 @@ mod tests {
             .create(TopicConfig::new("t", 0, [TopicMessageType::Normal]))
             .is_err());
         assert!(tm.create(TopicConfig::new("t", 1, [])).is_err());
+    }
+
+    fn open(dir: &Path) -> TopicManager {
+        TopicManager::open(dir, DEFAULTS).unwrap()
+    }
+
+    #[test]
+    fn install_replaces_the_whole_table_and_persists_it() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let master = open(a_dir.path());
+        master
+            .create(TopicConfig::new("orders", 8, [TopicMessageType::Fifo]))
+            .unwrap();
+        master
+            .create(TopicConfig::new("kept", 2, [TopicMessageType::Normal]))
+            .unwrap();
+        master
+            .create(TopicConfig::new(
+                "%DLQ%billing",
+                1,
+                [TopicMessageType::Normal],
+            ))
+            .unwrap();
+
+        let slave = open(b_dir.path());
+        slave
+            .create(TopicConfig::new("orders", 2, [TopicMessageType::Normal]))
+            .unwrap();
+        slave
+            .create(TopicConfig::new("kept", 2, [TopicMessageType::Normal]))
+            .unwrap();
+        slave
+            .create(TopicConfig::new("gone", 1, [TopicMessageType::Normal]))
+            .unwrap();
+        let kept_before = slave.get("kept").unwrap();
+        let mut rx = slave.subscribe();
+        rx.borrow_and_update();
+        let version = slave.version();
+        assert_eq!(version, *rx.borrow());
+
+        slave.install(&master.export()).unwrap();
+        assert_eq!(slave.list(), master.list());
+        assert!(
+            slave.get("gone").is_none(),
+            "a topic absent from the export"
+        );
+        assert_eq!(slave.get("orders").unwrap().queue_count, 8);
+        assert!(Arc::ptr_eq(&slave.get("kept").unwrap(), &kept_before));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), version + 1, "one bump per install");
+        assert_eq!(slave.version(), version + 1);
+
+        // The same table again changes nothing and notifies no one.
+        slave.install(&master.export()).unwrap();
+        assert!(!rx.has_changed().unwrap());
+        assert_eq!(slave.version(), version + 1);
+
+        drop(slave);
+        assert_eq!(open(b_dir.path()).list(), master.list());
+    }
+
+    #[test]
+    fn install_of_an_empty_table_deletes_everything() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let slave = open(b_dir.path());
+        slave
+            .create(TopicConfig::new("t", 1, [TopicMessageType::Normal]))
+            .unwrap();
+        slave.install(&open(a_dir.path()).export()).unwrap();
+        assert!(slave.list().is_empty());
+        drop(slave);
+        assert!(open(b_dir.path()).list().is_empty());
+    }
+
+    #[test]
+    fn bad_exports_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tm = open(dir.path());
+        tm.create(TopicConfig::new("t", 3, [TopicMessageType::Normal]))
+            .unwrap();
+        let before = tm.list();
+        let rx = tm.subscribe();
+        let version = *rx.borrow();
+        let valid = tm.export();
+        let t = r#"{"name":"t","queue_count":1,"message_types":["NORMAL"]}"#;
+        let bad: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"{not json".to_vec(),
+            valid[..valid.len() - 1].to_vec(),
+            br#"{"version":2,"topics":[]}"#.to_vec(),
+            format!(r#"{{"version":1,"topics":[{t},{t}]}}"#).into_bytes(),
+            br#"{"version":1,"topics":[{"name":"t","queue_count":0,"message_types":["NORMAL"]}]}"#
+                .to_vec(),
+            br#"{"version":1,"topics":[{"name":"bad name","queue_count":1,"message_types":["NORMAL"]}]}"#
+                .to_vec(),
+        ];
+        for b in bad {
+            let err = tm.install(&b).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TopicError::Corrupt { .. }
+                        | TopicError::InvalidQueueCount { .. }
+                        | TopicError::InvalidName(_)
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(tm.list(), before);
+        assert_eq!(*rx.borrow(), version);
+        assert_eq!(tm.version(), version);
+        drop(tm);
+        assert_eq!(open(dir.path()).list(), before);
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Inner {
             let mut st = slot.state.lock();
             match st.queues.get_mut(&job.queue_id) {
                 Some(q) if q.in_flight(job.offset).is_some() => {
-                    let ticket = self.journal.append(&[Record::Finish {
+                    let ticket = self.record(&[Record::Finish {
                         key: key.clone(),
                         queue_id: job.queue_id,
                         offset: job.offset,

@@ -6,7 +6,8 @@
 //! `.await`. A state change and its journal record are made under the same slot lock, so the
 //! journal order of one (group, topic) is the order of its changes (see `recovery.rs` for why
 //! snapshots depend on that). Changes that must be durable before they are answered are
-//! fsynced after the lock is released (group commit).
+//! fsynced after the lock is released (group commit). Whole-state copies to and from a
+//! master are in `transfer.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,13 +42,17 @@ pub(super) struct Inner {
     pub(super) store: Store,
     pub(super) config: ConsumptionConfig,
     dir: PathBuf,
-    slots: DashMap<StateKey, Arc<Slot>>,
+    pub(super) slots: DashMap<StateKey, Arc<Slot>>,
+    /// Appended to only through [`Inner::record`] (which also moves the state version).
     pub(super) journal: Journal,
     /// The last size-triggered snapshot failed (logged once, not per call).
     snapshot_failing: AtomicBool,
     /// Next delivery sequence number to hand out.
-    seq: AtomicU64,
-    snapshot_lock: Mutex<()>,
+    pub(super) seq: AtomicU64,
+    /// Bumped by every journaled state change and every installed state (see
+    /// [`Consumption::state_version`]).
+    pub(super) version: AtomicU64,
+    pub(super) snapshot_lock: Mutex<()>,
     shut_down: AtomicBool,
     /// Receive passes made (tests wait on it to know a long poll is parked).
     #[cfg(test)]
@@ -127,6 +132,7 @@ impl Consumption {
             journal,
             snapshot_failing: AtomicBool::new(false),
             seq: AtomicU64::new(recovered.max_seq.saturating_add(1).max(seq_floor())),
+            version: AtomicU64::new(0),
             snapshot_lock: Mutex::new(()),
             shut_down: AtomicBool::new(false),
             #[cfg(test)]
@@ -157,7 +163,7 @@ impl Consumption {
             let mut st = slot.state.lock();
             let q = st.queues.get_mut(&h.queue_id).ok_or_else(unknown_handle)?;
             q.check(h.queue_offset, h.seq).map_err(stale)?;
-            let ticket = self.inner.journal.append(&[Record::Finish {
+            let ticket = self.inner.record(&[Record::Finish {
                 key,
                 queue_id: h.queue_id,
                 offset: h.queue_offset,
@@ -231,7 +237,7 @@ impl Consumption {
                     });
                 }));
             }
-            match self.inner.journal.append(&records) {
+            match self.inner.record(&records) {
                 Ok(ticket) => {
                     for (queue_id, offset) in accepted {
                         if let Some(q) = st.queues.get_mut(&queue_id) {
@@ -294,7 +300,7 @@ impl Consumption {
                     .saturating_add(duration_ms(invisible)),
                 ..current
             };
-            let ticket = self.inner.journal.append(&[Record::Deliver {
+            let ticket = self.inner.record(&[Record::Deliver {
                 key,
                 queue_id: h.queue_id,
                 offset: h.queue_offset,
@@ -431,7 +437,7 @@ impl Consumption {
                     offset: offset.0,
                 })
                 .collect();
-            let ticket = self.inner.journal.append(&records)?;
+            let ticket = self.inner.record(&records)?;
             for (queue_id, offset) in &targets {
                 st.queues.entry(*queue_id).or_default().reset(offset.0);
             }
@@ -494,6 +500,18 @@ impl Inner {
 
     pub(super) fn is_shut_down(&self) -> bool {
         self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Journals `records` (one write, no fsync) and returns the ticket to sync on. The caller
+    /// holds the slot lock of the records' (group, topic) and makes the change they describe
+    /// in the same critical section; that is also where the state version moves, so a reader
+    /// of [`Consumption::state_version`] never misses a change made after it looked.
+    pub(super) fn record(&self, records: &[Record]) -> Result<u64, ConsumeError> {
+        let ticket = self.journal.append(records)?;
+        if !records.is_empty() {
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(ticket)
     }
 
     pub(super) fn next_seq(&self) -> u64 {
@@ -581,32 +599,42 @@ impl Inner {
 
     fn snapshot(&self) -> Result<(), ConsumeError> {
         let _guard = self.snapshot_lock.lock();
+        self.rotate_and_snapshot()
+    }
+
+    /// Starts a new journal generation and writes a snapshot replay starts from. The caller
+    /// holds `snapshot_lock`.
+    pub(super) fn rotate_and_snapshot(&self) -> Result<(), ConsumeError> {
         let gen = self.journal.rotate()?;
         self.write_snapshot(gen)
+    }
+
+    /// The whole state, (group, topic) by (group, topic) in key order, each copied under its
+    /// slot lock. `max_seq` is read after the copies, so it covers every delivery they hold.
+    pub(super) fn image(&self, journal_gen: u64) -> Snapshot {
+        let mut slots: Vec<(StateKey, Arc<Slot>)> = self
+            .slots
+            .iter()
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut queues = Vec::new();
+        for (key, slot) in &slots {
+            slot.state.lock().to_snapshot(key, &mut queues);
+        }
+        let max_seq = self.seq.load(Ordering::Acquire).saturating_sub(1);
+        Snapshot {
+            journal_gen,
+            max_seq,
+            queues,
+        }
     }
 
     /// Writes a snapshot that replay combines with journal generations `gen` and later, then
     /// deletes older generations. The caller holds `snapshot_lock` and has rotated the journal
     /// to `gen` (or it is the fresh generation of `open`).
     fn write_snapshot(&self, gen: u64) -> Result<(), ConsumeError> {
-        let slots: Vec<(StateKey, Arc<Slot>)> = self
-            .slots
-            .iter()
-            .map(|e| (e.key().clone(), Arc::clone(e.value())))
-            .collect();
-        let mut queues = Vec::new();
-        for (key, slot) in &slots {
-            slot.state.lock().to_snapshot(key, &mut queues);
-        }
-        let max_seq = self.seq.load(Ordering::Relaxed).saturating_sub(1);
-        snapshot::write(
-            &self.dir,
-            &Snapshot {
-                journal_gen: gen,
-                max_seq,
-                queues,
-            },
-        )?;
+        snapshot::write(&self.dir, &self.image(gen))?;
         for (old, path) in journal::list(&self.dir)? {
             if old < gen {
                 if let Err(e) = std::fs::remove_file(&path) {

@@ -63,6 +63,11 @@ pub enum ConsumeError {
     )]
     JournalFailed { reason: String },
 
+    /// A state image given to `Consumption::install_state` (a master's copy, shipped over
+    /// replication) failed validation; nothing was changed. Maps to INTERNAL_ERROR.
+    #[error("invalid consumption state image: {reason}")]
+    InvalidStateImage { reason: &'static str },
+
     /// The engine was shut down. Maps to INTERNAL_ERROR.
     #[error("consumption engine is shut down")]
     ShutDown,

@@ -8,7 +8,9 @@
 //! committed offset, and — for FIFO groups — messages held back behind an in-flight message
 //! of the same message group. State changes go to an append-only journal in the state
 //! directory (acks and other answered changes are fsynced first) and to periodic snapshots;
-//! opening replays them, so a restart loses no ack and keeps in-flight deadlines.
+//! opening replays them, so a restart loses no ack and keeps in-flight deadlines. A master
+//! ships its whole state to its slaves (`Consumption::export_state` and `install_state`), so
+//! that a promoted slave carries on where the master's consumers were.
 
 mod clock;
 mod codec;
@@ -23,6 +25,7 @@ mod receipt;
 mod receive;
 mod recovery;
 mod snapshot;
+mod transfer;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};

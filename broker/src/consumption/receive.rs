@@ -334,12 +334,12 @@ impl Inner {
             .and_then(|()| ctx.deliver_new(&mut st));
         if let Err(e) = result {
             if ctx.out.deliveries.is_empty() && ctx.out.dead_letters.is_empty() {
-                self.journal.append(&ctx.records)?;
+                self.record(&ctx.records)?;
                 return Err(e);
             }
             tracing::warn!(group = %key.group, topic = %key.topic, error = %e, "receive pass ended early");
         }
-        self.journal.append(&ctx.records)?;
+        self.record(&ctx.records)?;
         #[cfg(test)]
         self.passes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -81,6 +81,16 @@ impl TopicState {
     }
 }
 
+/// The (group, topic) states that snapshot entries describe (a later entry for the same
+/// queue replaces an earlier one).
+pub fn from_snapshot(queues: Vec<QueueSnapshot>) -> HashMap<StateKey, TopicState> {
+    let mut topics: HashMap<StateKey, TopicState> = HashMap::new();
+    for q in queues {
+        topics.entry(q.key.clone()).or_default().load(q);
+    }
+    topics
+}
+
 /// What [`recover`] rebuilt.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -100,13 +110,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, ConsumeError> {
         queues,
     } = snap;
     let mut out = Recovered {
+        topics: from_snapshot(queues),
         max_seq,
         next_gen: journal_gen + 1,
-        ..Recovered::default()
     };
-    for q in queues {
-        out.topics.entry(q.key.clone()).or_default().load(q);
-    }
     let files = journal::list(dir)?;
     let replay: Vec<_> = files
         .into_iter()

@@ -4,6 +4,7 @@ mod delivery;
 mod fifo;
 mod long_poll;
 mod restart;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
