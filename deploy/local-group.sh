@@ -47,7 +47,8 @@ broker_config() { # id master_address
     echo "broker_id = $id"
     echo "data_dir = \"$data\""
     echo "nameserver_addresses = [\"127.0.0.1:9876\"]"
-    if [ "$id" = 0 ]; then echo "replication_listen = \"127.0.0.1:10912\""; fi
+    # Slaves get a replication port too: they serve it once promoted.
+    echo "replication_listen = \"127.0.0.1:$((10912 + id))\""
     echo "[broker.replication]"
     echo "mode = \"$mode\""
     echo "min_in_sync_replicas = $((slaves > 0 ? 2 : 1))"
@@ -61,5 +62,6 @@ broker_config() { # id master_address
 for i in $(seq 1 "$slaves"); do
   "$bin" --config "$(broker_config "$i" 127.0.0.1:10912)" broker & pids+=($!)
 done
-echo "broker group broker-a: master 127.0.0.1:8081, $slaves slave(s), $mode replication; Ctrl-C stops" >&2
+echo "broker group broker-a: master 127.0.0.1:8081, $slaves slave(s) on 8082.., $mode replication; Ctrl-C stops" >&2
+echo "switch-over: stop the master, then: $bin admin --broker 127.0.0.1:8082 promote" >&2
 wait

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::config::FlushMode;
+use crate::replication::PromoteError;
 use crate::topics::{Permission, TopicConfig, TopicError, TopicMessageType};
 
 /// Default and largest number of messages one lookup returns.
@@ -39,6 +40,18 @@ fn topic_status(e: TopicError) -> Status {
         | TopicError::InvalidQueueCount { .. }
         | TopicError::NoMessageTypes { .. } => Status::invalid_argument(e.to_string()),
         TopicError::Io { .. } | TopicError::Corrupt { .. } => Status::internal(e.to_string()),
+    }
+}
+
+impl AdminApi {
+    /// Topics and consumer offsets are the master's: a slave copies them from it.
+    fn master_only(&self, what: &str) -> Result<(), Status> {
+        if self.broker.role.is_master() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "this broker is a slave: change {what} on its master (slaves copy them from it)"
+        )))
     }
 }
 
@@ -145,6 +158,7 @@ impl Admin for AdminApi {
         request: Request<pb::CreateOrUpdateTopicRequest>,
     ) -> Result<Response<pb::CreateOrUpdateTopicResponse>, Status> {
         let b = &self.broker;
+        self.master_only("topics")?;
         let wire = request
             .into_inner()
             .topic
@@ -165,6 +179,7 @@ impl Admin for AdminApi {
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
         let b = &self.broker;
+        self.master_only("topics")?;
         let name = request.into_inner().name;
         b.topics.delete(&name).map_err(topic_status)?;
         b.routes.invalidate(&name);
@@ -262,10 +277,28 @@ impl Admin for AdminApi {
         }))
     }
 
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::PromoteResponse>, Status> {
+        let force = request.into_inner().force;
+        match self.broker.role.promote(force).await {
+            Ok(p) => Ok(Response::new(pb::PromoteResponse {
+                epoch: p.epoch,
+                start_offset: p.start_offset,
+                lost_bytes: p.lost_bytes,
+            })),
+            Err(e @ PromoteError::Failed(_)) => Err(Status::internal(e.to_string())),
+            Err(e @ PromoteError::Busy) => Err(Status::aborted(e.to_string())),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
+    }
+
     async fn reset_consumer_offset(
         &self,
         request: Request<pb::ResetConsumerOffsetRequest>,
     ) -> Result<Response<pb::ResetConsumerOffsetResponse>, Status> {
+        self.master_only("consumer offsets")?;
         let req = request.into_inner();
         rocketlog_common::validate_group(&req.group)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -303,7 +336,7 @@ impl Admin for AdminApi {
         Ok(Response::new(pb::BrokerStatsResponse {
             cluster_name: b.config.cluster_name.clone(),
             broker_name: b.config.broker_name.clone(),
-            broker_id: b.config.broker_id,
+            broker_id: b.role.broker_id(),
             uptime_ms: u64::try_from(b.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             min_log_offset: min.0,
             max_log_offset: max.0,
@@ -337,17 +370,16 @@ impl Admin for AdminApi {
                     last_ack_ms_ago: s.last_ack_ms_ago,
                 })
                 .collect(),
-            following: b.role.follower_status().map(|f| pb::FollowerReplication {
-                connected: f.connected,
-                master_address: b
-                    .config
-                    .replication
-                    .master_address
-                    .clone()
-                    .unwrap_or_default(),
-                master_end_offset: f.master_end_offset,
-                log_end_offset: max.0,
-                last_error: f.last_error.unwrap_or_default(),
+            following: b.role.follower_status().map(|(f, master_address)| {
+                pb::FollowerReplication {
+                    connected: f.connected,
+                    master_address,
+                    master_end_offset: f.master_end_offset,
+                    log_end_offset: max.0,
+                    last_error: f.last_error.unwrap_or_default(),
+                    acknowledged_offset: f.acknowledged_offset,
+                    state_log_offset: f.state_log_offset,
+                }
             }),
             replication_mode: match b.config.replication.mode {
                 crate::replication::ReplicationMode::Sync => "sync",

@@ -12,7 +12,7 @@ use crate::clients::ClientRegistry;
 use crate::config::{parse_host_port, BrokerConfig};
 use crate::consumption::Consumption;
 use crate::renewal::Renewals;
-use crate::replication::Role;
+use crate::replication::GroupRole;
 use crate::routes::RouteTable;
 use crate::timer::Timer;
 use crate::topics::{TopicConfig, TopicManager, TopicMessageType};
@@ -80,7 +80,7 @@ pub struct Broker {
     /// Pending delayed messages.
     pub timer: Arc<Timer>,
     /// Master or slave of its group, and the replication state that goes with it.
-    pub role: Role,
+    pub role: Arc<GroupRole>,
     /// Cancelled when the broker begins shutting down: long polls and Telemetry streams end.
     pub shutdown: CancellationToken,
     /// When the broker started serving (for uptime).
@@ -100,7 +100,7 @@ impl Broker {
         endpoint: AdvertisedEndpoint,
         transactions: Transactions,
         timer: Arc<Timer>,
-        role: Role,
+        role: Arc<GroupRole>,
         shutdown: CancellationToken,
     ) -> Self {
         Broker {

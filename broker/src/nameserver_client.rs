@@ -17,7 +17,10 @@ use crate::topics::{Permission, TopicConfig, TopicMessageType};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerQueues {
     pub broker_name: String,
-    /// Master address `host:port`; `None` = this broker (the caller fills in its endpoint).
+    /// 0 for the group's master; a slave's id when the master is gone and the slave serves
+    /// reads (clients are told id 0 either way: see `broker_of`).
+    pub broker_id: u64,
+    /// Address `host:port`; `None` = this broker (the caller fills in its endpoint).
     pub address: Option<String>,
     pub queue_count: u32,
     pub permission: Permission,
@@ -29,6 +32,7 @@ impl BrokerQueues {
     pub fn local(broker_name: &str, topic: &TopicConfig) -> Self {
         BrokerQueues {
             broker_name: broker_name.to_owned(),
+            broker_id: 0,
             address: None,
             queue_count: topic.queue_count,
             permission: topic.permission,
@@ -206,23 +210,40 @@ fn wire_type(t: TopicMessageType) -> ns::MessageType {
     }
 }
 
-/// Route entries of the groups that have a live master.
+/// What a slave may do with a topic its master would serve: read, never write.
+pub fn read_only(p: Permission) -> Permission {
+    if p.readable() {
+        Permission::Read
+    } else {
+        Permission::None
+    }
+}
+
+/// Route entries per broker group: its master's; or, when the master is gone, its first
+/// slave's, read-only (consumers keep receiving what was replicated; producers go elsewhere).
 fn route_of(resp: ns::GetTopicRouteResponse) -> Vec<BrokerQueues> {
     resp.groups
         .into_iter()
         .filter_map(|g| {
-            let master = g.addresses.get(&0)?.clone();
+            let (&broker_id, address) = g.addresses.iter().min_by_key(|(id, _)| **id)?;
+            let address = address.clone();
             let t = g.topic?;
             let mut types: BTreeSet<TopicMessageType> =
                 t.message_types.iter().filter_map(|m| type_of(*m)).collect();
             if types.is_empty() {
                 types.insert(TopicMessageType::Normal);
             }
+            let permission = permission_of(t.perm);
             Some(BrokerQueues {
                 broker_name: g.broker_name,
-                address: Some(master),
+                broker_id,
+                address: Some(address),
                 queue_count: t.read_queue_nums.max(t.write_queue_nums),
-                permission: permission_of(t.perm),
+                permission: if broker_id == 0 {
+                    permission
+                } else {
+                    read_only(permission)
+                },
                 message_types: types,
             })
         })
@@ -249,44 +270,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_keep_groups_with_a_master_only() {
-        let topic = ns::TopicConfig {
+    fn routes_use_the_master_or_else_a_slave_read_only() {
+        let topic = |perm: ns::Permission| ns::TopicConfig {
             name: "t".into(),
             read_queue_nums: 4,
             write_queue_nums: 4,
-            perm: ns::Permission::Read as i32,
+            perm: perm as i32,
             message_types: vec![ns::MessageType::Fifo as i32],
+        };
+        let group = |name: &str, addresses: &[(u64, &str)], perm| ns::BrokerGroupRoute {
+            cluster_name: "c".into(),
+            broker_name: name.into(),
+            addresses: addresses
+                .iter()
+                .map(|(id, a)| (*id, (*a).to_owned()))
+                .collect(),
+            topic: Some(topic(perm)),
         };
         let resp = ns::GetTopicRouteResponse {
             topic: "t".into(),
             groups: vec![
-                ns::BrokerGroupRoute {
-                    cluster_name: "c".into(),
-                    broker_name: "broker-b".into(),
-                    addresses: [
-                        (0, "10.0.0.2:8081".to_owned()),
-                        (1, "10.0.0.3:8081".to_owned()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                    topic: Some(topic.clone()),
-                },
-                ns::BrokerGroupRoute {
-                    cluster_name: "c".into(),
-                    broker_name: "slave-only".into(),
-                    addresses: [(1, "10.0.0.4:8081".to_owned())].into_iter().collect(),
-                    topic: Some(topic),
-                },
+                group(
+                    "broker-b",
+                    &[(1, "10.0.0.3:8081"), (0, "10.0.0.2:8081")],
+                    ns::Permission::Read,
+                ),
+                group(
+                    "slave-only",
+                    &[(2, "10.0.0.5:8081"), (1, "10.0.0.4:8081")],
+                    ns::Permission::ReadWrite,
+                ),
+                group("write-only", &[(1, "10.0.0.6:8081")], ns::Permission::Write),
             ],
         };
         let route = route_of(resp);
-        assert_eq!(route.len(), 1);
+        assert_eq!(route.len(), 3);
         let b = &route[0];
         assert_eq!(b.broker_name, "broker-b");
-        assert_eq!(b.address.as_deref(), Some("10.0.0.2:8081"));
+        assert_eq!(
+            (b.broker_id, b.address.as_deref()),
+            (0, Some("10.0.0.2:8081"))
+        );
         assert_eq!(b.queue_count, 4);
         assert_eq!(b.permission, Permission::Read);
         assert!(b.message_types.contains(&TopicMessageType::Fifo));
+        let s = &route[1];
+        assert_eq!(
+            (s.broker_id, s.address.as_deref()),
+            (1, Some("10.0.0.4:8081"))
+        );
+        assert_eq!(s.permission, Permission::Read, "a slave never takes writes");
+        assert_eq!(route[2].permission, Permission::None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn registration(b: &Broker, data_version: u64) -> ns::RegisterBrokerRequest {
     ns::RegisterBrokerRequest {
         cluster_name: b.config.cluster_name.clone(),
         broker_name: b.config.broker_name.clone(),
-        broker_id: b.config.broker_id,
+        broker_id: b.role.broker_id(),
         client_address: b.endpoint.address(),
         ha_address: String::new(),
         topics: b.topics.list().iter().map(|t| wire_topic(t)).collect(),
@@ -33,6 +33,8 @@ pub async fn register_loop(ns: NameserverClient, broker: Arc<Broker>) {
         .unwrap_or(0)
         .saturating_mul(1_000_000);
     let mut changes = broker.topics.subscribe();
+    let mut role_changes = broker.role.subscribe();
+    let mut registered_id = broker.role.broker_id();
     let mut tick = tokio::time::interval(broker.config.heartbeat_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // After a failed registration (a nameserver not up yet), try again soon rather than a
@@ -55,6 +57,22 @@ pub async fn register_loop(ns: NameserverClient, broker: Arc<Broker>) {
                     break;
                 }
             }
+            changed = role_changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+        // A promoted slave registers as its group's master (id 0) and drops its slave entry.
+        let id = broker.role.broker_id();
+        if id != registered_id {
+            ns.unregister(&ns::UnregisterBrokerRequest {
+                cluster_name: broker.config.cluster_name.clone(),
+                broker_name: broker.config.broker_name.clone(),
+                broker_id: registered_id,
+            })
+            .await;
+            registered_id = id;
         }
         let version = base.saturating_add(*changes.borrow_and_update());
         let req = registration(&broker, version);
@@ -64,7 +82,7 @@ pub async fn register_loop(ns: NameserverClient, broker: Arc<Broker>) {
     ns.unregister(&ns::UnregisterBrokerRequest {
         cluster_name: broker.config.cluster_name.clone(),
         broker_name: broker.config.broker_name.clone(),
-        broker_id: broker.config.broker_id,
+        broker_id: registered_id,
     })
     .await;
 }

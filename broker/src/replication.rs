@@ -5,16 +5,30 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
+use rocketlog_proto::replication::v1 as pb;
+use rocketlog_proto::replication::v1::log_replication_server::{
+    LogReplication, LogReplicationServer,
+};
 use rocketlog_replication::epoch_file::EpochFile;
-use rocketlog_replication::follower::{Follower, FollowerSettings, FollowerStatus};
-use rocketlog_replication::master::{Master, MasterSettings, SlaveStatus, SyncError};
-use rocketlog_store::Store;
+use rocketlog_replication::follower::{
+    self, Follower, FollowerSettings, FollowerStatus, GroupStateSink,
+};
+use rocketlog_replication::master::{
+    FollowStream, GroupStateSource, Master, MasterSettings, SlaveStatus, SyncError,
+};
+use rocketlog_replication::{check_promotable, EpochHistory};
+use rocketlog_store::{PhysicalOffset, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
 
+use crate::consumption::Consumption;
 use crate::error::BrokerError;
+use crate::timer::{Progress, Timer};
+use crate::topics::TopicManager;
 
 /// When a master acknowledges a send, with respect to its slaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -45,6 +59,10 @@ pub struct ReplicationSettings {
     /// An idle replication stream carries a heartbeat this often; a slave that hears
     /// nothing for three of them reconnects, ms (default 1 000).
     pub heartbeat_interval_ms: u64,
+    /// A master sends its topic table, consumer offsets and in-flight messages to its slaves
+    /// when they changed, at most this often, ms (default 1 000). After a promotion,
+    /// messages acknowledged within the last interval may be delivered again.
+    pub state_interval_ms: u64,
 }
 
 impl Default for ReplicationSettings {
@@ -55,6 +73,7 @@ impl Default for ReplicationSettings {
             sync_timeout_ms: 3_000,
             master_address: None,
             heartbeat_interval_ms: 1_000,
+            state_interval_ms: 1_000,
         }
     }
 }
@@ -80,6 +99,9 @@ impl ReplicationSettings {
         }
         if self.sync_timeout_ms == 0 {
             return Some(("replication.sync_timeout_ms", "must be positive".into()));
+        }
+        if self.state_interval_ms == 0 {
+            return Some(("replication.state_interval_ms", "must be positive".into()));
         }
         if self.heartbeat_interval_ms == 0 {
             return Some((
@@ -112,54 +134,8 @@ impl ReplicationSettings {
     }
 }
 
-/// What this broker is in its group.
-#[derive(Debug, Clone)]
-pub enum Role {
-    /// Broker id 0. `master` is set when it serves a replication port.
-    Master {
-        master: Option<Arc<Master>>,
-        sync_timeout: Option<Duration>,
-    },
-    /// Broker id 1..: follows the master's log.
-    Slave { follower: Follower },
-}
-
-impl Role {
-    /// Whether this broker writes its own records (clients' sends, timers, transactions).
-    pub fn is_master(&self) -> bool {
-        matches!(self, Role::Master { .. })
-    }
-
-    /// In sync mode, waits until enough slaves hold the log up to `end`.
-    pub async fn replicated(&self, end: u64) -> Result<(), SyncError> {
-        let Role::Master {
-            master: Some(master),
-            sync_timeout: Some(timeout),
-        } = self
-        else {
-            return Ok(());
-        };
-        master.wait_replicated(end, *timeout).await
-    }
-
-    /// The slaves a master sees connected.
-    pub fn slaves(&self) -> Vec<SlaveStatus> {
-        match self {
-            Role::Master {
-                master: Some(m), ..
-            } => m.slaves(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// A slave's view of its replication.
-    pub fn follower_status(&self) -> Option<FollowerStatus> {
-        match self {
-            Role::Slave { follower } => Some(follower.status()),
-            Role::Master { .. } => None,
-        }
-    }
-}
+/// How long a starting slave waits for its master to say where their logs diverge.
+const COMPARE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who this broker is in its group (from `[broker]`).
 #[derive(Debug, Clone)]
@@ -169,74 +145,496 @@ pub struct Identity {
     pub broker_id: u64,
     /// Where the store keeps its files (the epoch file goes beside the commit log).
     pub store_dir: std::path::PathBuf,
-    /// Whether a replication port is configured (a master's `replication_listen`).
+    /// Whether a replication port is configured (`replication_listen`): a master serves its
+    /// slaves there, and a slave does once it is promoted.
     pub serves_replication: bool,
 }
 
-/// Sets the store's role and starts the side of replication this broker plays. A master
-/// without `replication_listen` replicates to nobody.
-pub fn start(
-    config: &Identity,
+impl Identity {
+    fn follower_settings(&self, settings: &ReplicationSettings) -> FollowerSettings {
+        let heartbeat = Duration::from_millis(settings.heartbeat_interval_ms);
+        FollowerSettings {
+            cluster_name: self.cluster_name.clone(),
+            broker_name: self.broker_name.clone(),
+            broker_id: self.broker_id,
+            master_address: settings.master_address.clone().unwrap_or_default(),
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: heartbeat * 3,
+        }
+    }
+}
+
+/// What this broker is in its group right now.
+#[derive(Debug, Clone)]
+enum Role {
+    /// Writes its own records (clients' sends, timers, transactions). `master` is set when it
+    /// serves a replication port.
+    Master {
+        master: Option<Arc<Master>>,
+        sync_timeout: Option<Duration>,
+    },
+    /// Follows the master's log.
+    Slave { follower: Follower },
+}
+
+/// The broker state a slave keeps a copy of: the topic table, consumption state and timer
+/// progress (everything a promoted slave needs that is not in the commit log).
+#[derive(Debug, Clone)]
+pub struct GroupState {
+    pub topics: Arc<TopicManager>,
+    pub consumption: Consumption,
+    pub timer: Arc<Timer>,
+}
+
+impl GroupStateSource for GroupState {
+    fn version(&self) -> u64 {
+        // Each counter only grows, so the sum changes whenever one of them does.
+        self.consumption
+            .state_version()
+            .wrapping_add(self.topics.version())
+            .wrapping_add(self.timer.progress().fired)
+    }
+
+    fn snapshot(&self) -> Result<pb::GroupState, String> {
+        // The timer first: its firings are in the log before its progress says so, and the
+        // log end is read after this returns.
+        let timer = self.timer.progress();
+        Ok(pb::GroupState {
+            topics: self.topics.export(),
+            consumption: self.consumption.export_state(),
+            timer_cursor_ms: timer.cursor_ms,
+            timer_scanned_offset: timer.scanned_offset,
+            log_offset: 0,
+        })
+    }
+}
+
+impl GroupStateSink for GroupState {
+    fn install(&self, state: pb::GroupState) -> Result<(), String> {
+        self.topics
+            .install(&state.topics)
+            .map_err(|e| format!("the master's topic table: {e}"))?;
+        self.consumption
+            .install_state(&state.consumption)
+            .map_err(|e| format!("the master's consumption state: {e}"))?;
+        self.timer.follow_master(Progress {
+            cursor_ms: state.timer_cursor_ms,
+            scanned_offset: state.timer_scanned_offset,
+            fired: 0,
+        });
+        Ok(())
+    }
+}
+
+/// Why a slave was not promoted.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("this broker is already the master of its group")]
+    NotASlave,
+    #[error(
+        "the master at {address} is still streaming its log to this slave (heard {heard_ms} ms \
+         ago): stop or fence it first, or pass force to promote anyway and have two masters"
+    )]
+    MasterAlive { address: String, heard_ms: u64 },
+    #[error(
+        "this slave is {bytes} bytes behind what the group acknowledged (it holds the log up to \
+         offset {holds}, the master acknowledged sends up to {acknowledged}): promoting it would \
+         lose those messages; let it catch up, or pass force to accept the loss"
+    )]
+    Behind {
+        bytes: u64,
+        holds: u64,
+        acknowledged: u64,
+    },
+    #[error("another promotion is in progress")]
+    Busy,
+    #[error("promotion failed: {0}")]
+    Failed(String),
+}
+
+/// What a promotion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    /// The new epoch and where in the log it starts.
+    pub epoch: u64,
+    pub start_offset: u64,
+    /// Bytes the group acknowledged that this broker does not hold (only when forced).
+    pub lost_bytes: u64,
+    pub forced: bool,
+}
+
+/// This broker's place in its group, which a promotion changes while it serves.
+#[derive(Debug)]
+pub struct GroupRole {
+    identity: Identity,
+    settings: ReplicationSettings,
+    store: Store,
+    state: GroupState,
+    role: RwLock<Role>,
+    promoting: tokio::sync::Mutex<()>,
+    /// Bumped on every change of role.
+    changes: tokio::sync::watch::Sender<u64>,
+    shutdown: CancellationToken,
+}
+
+impl GroupRole {
+    /// Starts the side of replication this broker plays: a slave follows its master; a master
+    /// with `replication_listen` serves its slaves (one without replicates to nobody). The
+    /// store's replica flag was set by [`prepare_store`].
+    pub async fn start(
+        identity: &Identity,
+        settings: &ReplicationSettings,
+        store: &Store,
+        state: GroupState,
+        shutdown: CancellationToken,
+    ) -> Result<GroupRole, BrokerError> {
+        let dir = identity.store_dir.clone();
+        let epochs = tokio::task::spawn_blocking(move || open_epochs(&dir))
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
+        let role = if identity.broker_id != 0 {
+            store.set_replica(true);
+            let sink: Arc<dyn GroupStateSink> = Arc::new(state.clone());
+            Role::Slave {
+                follower: Follower::start(
+                    store.clone(),
+                    identity.follower_settings(settings),
+                    epochs,
+                    Some(sink),
+                    &shutdown,
+                ),
+            }
+        } else {
+            store.set_replica(false);
+            // Every start as master is a new epoch from the current log end, so that bytes a
+            // slave got from an earlier run but this log lost (a machine crash under async
+            // flush) show up as a divergence instead of being silently overwritten.
+            let mut epochs = epochs;
+            let next = epochs.history().last().map_or(1, |e| e.epoch + 1);
+            let end = store.log_range().1 .0;
+            let history = tokio::task::spawn_blocking(move || {
+                epochs
+                    .begin(next, end)
+                    .map(|()| epochs.history().clone())
+                    .map_err(|e| BrokerError::Replication(e.to_string()))
+            })
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??;
+            master_role(identity, settings, store, &state, history, &shutdown)
+        };
+        Ok(GroupRole {
+            identity: identity.clone(),
+            settings: settings.clone(),
+            store: store.clone(),
+            state,
+            role: RwLock::new(role),
+            promoting: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::channel(0).0,
+            shutdown,
+        })
+    }
+
+    /// Changes whenever this broker's role does (a promotion).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether this broker writes its own records (clients' sends, timers, transactions).
+    pub fn is_master(&self) -> bool {
+        matches!(*self.role.read(), Role::Master { .. })
+    }
+
+    /// The broker id this broker registers under: 0 as master, its configured id as slave.
+    pub fn broker_id(&self) -> u64 {
+        if self.is_master() {
+            0
+        } else {
+            self.identity.broker_id
+        }
+    }
+
+    /// In sync mode, waits until enough slaves hold the log up to `end`.
+    pub async fn replicated(&self, end: u64) -> Result<(), SyncError> {
+        let (master, timeout) = match &*self.role.read() {
+            Role::Master {
+                master: Some(m),
+                sync_timeout: Some(t),
+            } => (Arc::clone(m), *t),
+            _ => return Ok(()),
+        };
+        master.wait_replicated(end, timeout).await
+    }
+
+    /// The slaves a master sees connected.
+    pub fn slaves(&self) -> Vec<SlaveStatus> {
+        match &*self.role.read() {
+            Role::Master {
+                master: Some(m), ..
+            } => m.slaves(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A slave's view of its replication, and the master address it follows.
+    pub fn follower_status(&self) -> Option<(FollowerStatus, String)> {
+        match &*self.role.read() {
+            Role::Slave { follower } => {
+                Some((follower.status(), follower.master_address().to_owned()))
+            }
+            Role::Master { .. } => None,
+        }
+    }
+
+    /// The master side, when this broker is a master serving a replication port.
+    fn master(&self) -> Option<Arc<Master>> {
+        match &*self.role.read() {
+            Role::Master { master, .. } => master.clone(),
+            Role::Slave { .. } => None,
+        }
+    }
+
+    /// Makes this slave the master of a new epoch that starts at its log end. Refused while
+    /// the master still streams to it, or when it lacks bytes the group acknowledged, unless
+    /// `force`.
+    pub async fn promote(&self, force: bool) -> Result<Promotion, PromoteError> {
+        let _one_at_a_time = self.promoting.try_lock().map_err(|_| PromoteError::Busy)?;
+        let follower = match &*self.role.read() {
+            Role::Slave { follower } => follower.clone(),
+            Role::Master { .. } => return Err(PromoteError::NotASlave),
+        };
+        let status = follower.status();
+        if status.connected && !force {
+            return Err(PromoteError::MasterAlive {
+                address: follower.master_address().to_owned(),
+                heard_ms: status.last_heard.map_or(0, |t| {
+                    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+                }),
+            });
+        }
+        let holds = self.store.log_range().1 .0;
+        let lost_bytes = match check_promotable(holds, status.acknowledged_offset) {
+            Ok(()) => 0,
+            Err(behind) if force => behind.bytes,
+            Err(behind) => {
+                return Err(PromoteError::Behind {
+                    bytes: behind.bytes,
+                    holds,
+                    acknowledged: status.acknowledged_offset,
+                })
+            }
+        };
+        // From here on nothing is appended from the old master.
+        let Some(mut epochs) = follower.stop().await else {
+            return Err(PromoteError::Failed(
+                "the follower did not stop cleanly; restart the broker and try again".into(),
+            ));
+        };
+        let end = self.store.log_range().1 .0;
+        let epoch = epochs.history().last().map_or(1, |e| e.epoch + 1);
+        let history = tokio::task::spawn_blocking(move || {
+            epochs
+                .begin(epoch, end)
+                .map(|()| epochs.history().clone())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| PromoteError::Failed(e.to_string()))?
+        .map_err(|e| PromoteError::Failed(format!("recording epoch {epoch}: {e}")))?;
+        let role = master_role(
+            &self.identity,
+            &self.settings,
+            &self.store,
+            &self.state,
+            history,
+            &self.shutdown,
+        );
+        self.store.set_replica(false);
+        *self.role.write() = role;
+        self.changes.send_modify(|v| *v += 1);
+        if force && lost_bytes > 0 {
+            tracing::error!(
+                epoch,
+                start_offset = end,
+                lost_bytes,
+                "promoted to master by force, without {lost_bytes} bytes the group acknowledged: those messages are lost"
+            );
+        } else {
+            tracing::warn!(
+                epoch,
+                start_offset = end,
+                forced = force,
+                "promoted to master"
+            );
+        }
+        Ok(Promotion {
+            epoch,
+            start_offset: end,
+            lost_bytes,
+            forced: force,
+        })
+    }
+
+    /// Stops following (a slave) or fails the sends waiting for slaves (a master): before the
+    /// store closes.
+    pub async fn stop(&self) {
+        let role = self.role.read().clone();
+        match role {
+            Role::Slave { follower } => {
+                follower.stop().await;
+            }
+            Role::Master {
+                master: Some(m), ..
+            } => m.step_down(),
+            Role::Master { master: None, .. } => {}
+        }
+    }
+
+    /// The replication port's service: the master's while this broker is one, a refusal
+    /// naming the master while it is a slave.
+    pub fn service(self: &Arc<Self>) -> LogReplicationServer<ReplicationPort> {
+        rocketlog_replication::master::server(ReplicationPort(Arc::clone(self)))
+    }
+
+    fn not_master(&self) -> Status {
+        let following = self
+            .follower_status()
+            .map(|(_, address)| address)
+            .unwrap_or_default();
+        Status::failed_precondition(format!(
+            "broker {} of group {} is a slave (it follows {following}); replicate from its master",
+            self.identity.broker_id, self.identity.broker_name
+        ))
+    }
+}
+
+fn master_role(
+    identity: &Identity,
     settings: &ReplicationSettings,
     store: &Store,
-    shutdown: CancellationToken,
-) -> Result<(Role, Option<tokio::task::JoinHandle<()>>), BrokerError> {
-    let epochs = open_epochs(&config.store_dir)?;
-    if config.broker_id != 0 {
-        store.set_replica(true);
-        let master_address = settings.master_address.clone().unwrap_or_default();
-        let heartbeat = Duration::from_millis(settings.heartbeat_interval_ms);
-        let (follower, task) = Follower::start(
-            store.clone(),
-            FollowerSettings {
-                cluster_name: config.cluster_name.clone(),
-                broker_name: config.broker_name.clone(),
-                broker_id: config.broker_id,
-                master_address,
-                connect_timeout: Duration::from_secs(3),
-                idle_timeout: heartbeat * 3,
-            },
-            epochs,
-            shutdown,
-        );
-        return Ok((Role::Slave { follower }, Some(task)));
-    }
-    store.set_replica(false);
-    // Every start as master is a new epoch from the current log end, so that bytes a slave
-    // got from an earlier run but this log lost (a machine crash under async flush) show up
-    // as a divergence instead of being silently overwritten.
-    let mut epochs = epochs;
-    let next = epochs.history().last().map_or(1, |e| e.epoch + 1);
-    epochs
-        .begin(next, store.log_range().1 .0)
-        .map_err(|e| BrokerError::Replication(e.to_string()))?;
-    let master = config.serves_replication.then(|| {
+    state: &GroupState,
+    history: EpochHistory,
+    shutdown: &CancellationToken,
+) -> Role {
+    let source: Arc<dyn GroupStateSource> = Arc::new(state.clone());
+    let master = identity.serves_replication.then(|| {
         Master::new(
             store.clone(),
             MasterSettings {
-                cluster_name: config.cluster_name.clone(),
-                broker_name: config.broker_name.clone(),
+                cluster_name: identity.cluster_name.clone(),
+                broker_name: identity.broker_name.clone(),
                 min_in_sync_replicas: if settings.mode == ReplicationMode::Sync {
                     settings.min_in_sync_replicas as usize
                 } else {
                     1
                 },
                 heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
+                state_interval: Duration::from_millis(settings.state_interval_ms),
             },
-            epochs.history().clone(),
-            shutdown,
+            history,
+            Some(source),
+            shutdown.clone(),
         )
     });
     let sync_timeout = settings
         .needs_slaves()
         .then(|| Duration::from_millis(settings.sync_timeout_ms));
-    Ok((
-        Role::Master {
-            master,
-            sync_timeout,
-        },
-        None,
-    ))
+    Role::Master {
+        master,
+        sync_timeout,
+    }
+}
+
+/// The replication port: routes each call to the master side while this broker is master.
+#[derive(Debug, Clone)]
+pub struct ReplicationPort(Arc<GroupRole>);
+
+#[tonic::async_trait]
+impl LogReplication for ReplicationPort {
+    type FollowStream = FollowStream;
+
+    async fn follow(
+        &self,
+        request: Request<Streaming<pb::FollowRequest>>,
+    ) -> Result<Response<Self::FollowStream>, Status> {
+        let master = self.0.master().ok_or_else(|| self.0.not_master())?;
+        master.handler().follow(request).await
+    }
+
+    async fn compare(
+        &self,
+        request: Request<pb::Hello>,
+    ) -> Result<Response<pb::Comparison>, Status> {
+        let master = self.0.master().ok_or_else(|| self.0.not_master())?;
+        master.handler().compare(request).await
+    }
+}
+
+/// Readies a freshly opened store for this broker's role, before anything else uses it. A
+/// slave refuses local appends from now on; and if its master is reachable, it asks where
+/// their logs diverge and cuts its own tail there (a former master rejoining with records
+/// the new master never had). Returns the store to use (reopened after a cut).
+pub async fn prepare_store(
+    identity: &Identity,
+    settings: &ReplicationSettings,
+    store: Store,
+    store_config: StoreConfig,
+) -> Result<Store, BrokerError> {
+    if identity.broker_id == 0 {
+        return Ok(store);
+    }
+    store.set_replica(true);
+    let dir = identity.store_dir.clone();
+    let epochs = tokio::task::spawn_blocking(move || open_epochs(&dir))
+        .await
+        .map_err(|e| BrokerError::Task(e.to_string()))??;
+    let follower_settings = identity.follower_settings(settings);
+    let started = Instant::now();
+    let comparison =
+        match follower::compare(&follower_settings, &store, &epochs, COMPARE_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    master = %follower_settings.master_address,
+                    error = %e,
+                    "could not compare this log with the master's before following; if the \
+                     master refuses it later as divergent, restart this broker once the master \
+                     is reachable"
+                );
+                return Ok(store);
+            }
+        };
+    let end = store.log_range().1 .0;
+    let to = comparison.truncate_to;
+    if to >= end {
+        return Ok(store);
+    }
+    tracing::warn!(
+        from = to,
+        to = end,
+        bytes = end - to,
+        master = %follower_settings.master_address,
+        "this log ends with records the master never had (written by an earlier master and \
+         never acknowledged by the group): cutting them before following"
+    );
+    let cut = tokio::task::spawn_blocking(move || -> Result<Store, BrokerError> {
+        store.shutdown()?;
+        rocketlog_store::truncate_log(&store_config, PhysicalOffset(to))?;
+        let mut epochs = epochs;
+        epochs
+            .truncate_to(to)
+            .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        let store = Store::open(store_config)?;
+        store.set_replica(true);
+        Ok(store)
+    })
+    .await
+    .map_err(|e| BrokerError::Task(e.to_string()))??;
+    tracing::info!(
+        at = to,
+        took_ms = started.elapsed().as_millis() as u64,
+        "divergent tail cut; following the master from here"
+    );
+    Ok(cut)
 }
 
 fn open_epochs(dir: &Path) -> Result<EpochFile, BrokerError> {

@@ -38,18 +38,38 @@ impl RouteTable {
         }
     }
 
-    /// The route of `topic`: this broker's entry (from `local`, if the topic exists here) plus
-    /// the other broker groups the nameservers know, ordered by broker name.
-    pub async fn route(&self, topic: &str, local: Option<&TopicConfig>) -> Vec<BrokerQueues> {
-        let mut out: Vec<BrokerQueues> = self
-            .remote(topic)
-            .await
+    /// The route of `topic`: this broker group's entry (from `local`, if the topic exists
+    /// here) plus the other broker groups the nameservers know, ordered by broker name.
+    ///
+    /// On a slave (`slave` = its broker id and whether it is following its master), the group's
+    /// entry is the master's while the master is reachable, and this slave's, read-only, while
+    /// it is not: consumers keep receiving what was replicated.
+    pub async fn route(
+        &self,
+        topic: &str,
+        local: Option<&TopicConfig>,
+        slave: Option<(u64, bool)>,
+    ) -> Vec<BrokerQueues> {
+        let remote = self.remote(topic).await;
+        let mut out: Vec<BrokerQueues> = remote
             .iter()
             .filter(|b| b.broker_name != self.broker_name)
             .cloned()
             .collect();
         if let Some(t) = local {
-            out.push(BrokerQueues::local(&self.broker_name, t));
+            let own = BrokerQueues::local(&self.broker_name, t);
+            out.push(match slave {
+                None => own,
+                Some((id, following)) => remote
+                    .iter()
+                    .find(|b| following && b.broker_name == self.broker_name && b.broker_id == 0)
+                    .cloned()
+                    .unwrap_or(BrokerQueues {
+                        broker_id: id,
+                        permission: crate::nameserver_client::read_only(own.permission),
+                        ..own
+                    }),
+            });
         }
         out.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
         out

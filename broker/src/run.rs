@@ -20,7 +20,7 @@ use crate::consumption::{Consumption, ConsumptionConfig};
 use crate::error::BrokerError;
 use crate::nameserver_client::NameserverClient;
 use crate::renewal::{RenewalConfig, Renewals};
-use crate::replication::Role;
+use crate::replication::{GroupRole, GroupState};
 use crate::routes::RouteTable;
 use crate::service::MessagingServer;
 use crate::timer::Timer;
@@ -68,22 +68,18 @@ pub async fn run_with_ready(
 
     let store_config = config.store_config();
     let store = blocking(move || Store::open(store_config)).await??;
-    // A slave's store refuses local appends before anything (timer, transactions) could try.
-    let replication_token = CancellationToken::new();
-    let (role, follower_task) = match crate::replication::start(
+    // A slave's store refuses local appends before anything (timer, transactions) could
+    // try, and a divergent tail is cut before anything reads it.
+    let store = crate::replication::prepare_store(
         &config.identity(),
         &config.replication,
-        &store,
-        replication_token.clone(),
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = blocking(move || store.shutdown()).await;
-            return Err(e);
-        }
-    };
+        store,
+        config.store_config(),
+    )
+    .await?;
+    let replication_token = CancellationToken::new();
     let replication_listener = match config.replication_listen {
-        Some(addr) if role.is_master() => match TcpListener::bind(addr).await {
+        Some(addr) => match TcpListener::bind(addr).await {
             Ok(l) => Some(l),
             Err(source) => {
                 let _ = blocking(move || store.shutdown()).await;
@@ -92,7 +88,7 @@ pub async fn run_with_ready(
                 )));
             }
         },
-        _ => None,
+        None => None,
     };
     let consumption = {
         let (engine_store, dir) = (store.clone(), config.consumption_dir());
@@ -145,7 +141,6 @@ pub async fn run_with_ready(
             consumption: consumption.clone(),
             transactions: transactions.clone(),
             timer: Arc::clone(&timer),
-            role,
             replication_listener,
             stop_replication: replication_token.clone(),
         },
@@ -154,11 +149,7 @@ pub async fn run_with_ready(
         ready,
     )
     .await;
-    // The follower appends to the store: stop it before the store closes.
     replication_token.cancel();
-    if let Some(task) = follower_task {
-        let _ = task.await;
-    }
     // Before the store closes: its last checkpoint needs the log flushed past its firings.
     blocking(move || timer.shutdown()).await?;
     let engine_result = blocking(move || consumption.shutdown()).await?;
@@ -182,8 +173,7 @@ struct Services {
     consumption: Consumption,
     transactions: Transactions,
     timer: Arc<Timer>,
-    role: Role,
-    /// The master's replication port, bound.
+    /// The replication port, bound (`replication_listen`).
     replication_listener: Option<TcpListener>,
     /// Ends replication streams (and a slave's following).
     stop_replication: CancellationToken,
@@ -202,7 +192,6 @@ async fn serve(
         consumption,
         transactions,
         timer,
-        role,
         replication_listener,
         stop_replication,
     } = services;
@@ -214,6 +203,22 @@ async fn serve(
             queue_count: config.default_queue_count,
         },
     )?);
+    let role = match GroupRole::start(
+        &config.identity(),
+        &config.replication,
+        &store,
+        GroupState {
+            topics: Arc::clone(&topics),
+            consumption: consumption.clone(),
+            timer: Arc::clone(&timer),
+        },
+        stop_replication.clone(),
+    )
+    .await
+    {
+        Ok(r) => Arc::new(r),
+        Err(e) => return Err(e),
+    };
     let tls_config = tls::server_config(
         config
             .tls_cert_path
@@ -260,14 +265,8 @@ async fn serve(
     let replication_addr = replication_listener
         .as_ref()
         .and_then(|l| l.local_addr().ok());
-    if let (
-        Some(l),
-        Role::Master {
-            master: Some(m), ..
-        },
-    ) = (replication_listener, &broker.role)
-    {
-        let routes = Routes::new(m.service());
+    if let Some(l) = replication_listener {
+        let routes = Routes::new(broker.role.service());
         let settings = broker.config.connections.clone();
         let stop = stop_replication.clone();
         let addr = l.local_addr().ok();
@@ -326,6 +325,8 @@ async fn serve(
         .await;
 
     token.cancel();
+    // The follower appends to the store: stopped before the store closes.
+    broker.role.stop().await;
     stop_replication.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -6,12 +6,20 @@
   ``ROCKETLOG_REPL_COUNT`` messages (default 20). ``ROCKETLOG_REPL_EXPECT`` says what the
   sends must meet: ``ok`` (every send succeeds), ``ha`` (the first send fails with
   HA_NOT_AVAILABLE, 50002: too few slaves connected), ``timeout`` (the first send fails with
-  SLAVE_PERSISTENCE_TIMEOUT, 50402), ``slave`` (the first send fails with INTERNAL_SERVER_ERROR,
+  SLAVE_PERSISTENCE_TIMEOUT, 50402), ``until-failure`` (each producer stops at its first failure,
+  whatever it is: the harness kills the master meanwhile), ``slave`` (the first send fails with INTERNAL_SERVER_ERROR,
   50001, saying the broker is a replica: sent to a slave), or ``any`` (failures allowed; counted and reported, as while
   a master is being killed). Prints ``SENT <acked> FAILED <failed>``.
 - ``read``: a new consumer group receives and acks every message of the topic until it has
   seen every acknowledged id (or nothing more comes); prints ``READ <distinct> MISSING <n>
   DUPLICATES <n>``, and fails if an acknowledged id is missing.
+- ``consume``: the consumer group ``ROCKETLOG_REPL_GROUP`` receives and acks, at most
+  ``ROCKETLOG_REPL_LIMIT`` distinct messages when that is set (else until it has seen every
+  acknowledged id, counting those this group acked in earlier phases, or nothing more comes).
+  The ids it acks are appended to ``ROCKETLOG_REPL_CONSUMED``; deliveries of ids already in that
+  file (acked before, on another master) are counted as redelivered. Prints ``CONSUMED <n>
+  REDELIVERED <n> MISSING <n> DUPLICATES <n>`` and, without a limit, fails if an acknowledged id
+  was never delivered to the group.
 """
 
 import os
@@ -49,7 +57,7 @@ def send(s, topic, state):
                 with lock:
                     results["failed"] += 1
                     results["errors"].append(str(e))
-                if expect in ("ha", "timeout", "slave"):
+                if expect in ("ha", "timeout", "slave", "until-failure"):
                     return
                 if expect == "ok":
                     return
@@ -101,6 +109,42 @@ def read(s, topic, state):
                          f"e.g. {sorted(missing)[:3]}")
 
 
+def consume(s, topic, state):
+    group = os.environ["ROCKETLOG_REPL_GROUP"]
+    limit = int(os.environ.get("ROCKETLOG_REPL_LIMIT", "0")) or None
+    consumed_path = os.environ["ROCKETLOG_REPL_CONSUMED"]
+    before = set(acked(consumed_path))
+    expected = set(acked(state))
+    consumer = s.simple_consumer(group, {topic: "*"})
+    seen = set()
+    deliveries = 0
+    redelivered = 0
+    idle = 0
+    with open(consumed_path, "a") as out:
+        while idle < 3:
+            if limit is not None and len(seen) >= limit:
+                break
+            if limit is None and expected <= before | seen:
+                break
+            batch = 32 if limit is None else max(1, min(32, limit - len(seen)))
+            msgs = consumer.receive(batch, s.invisible)
+            idle = 0 if msgs else idle + 1
+            for m in msgs:
+                deliveries += 1
+                if m.message_id in before:
+                    redelivered += 1
+                consumer.ack(m)
+                if m.message_id not in seen:
+                    seen.add(m.message_id)
+                    out.write(m.message_id + "\n")
+                    out.flush()
+    missing = set() if limit is not None else expected - before - seen
+    print(f"CONSUMED {len(seen)} REDELIVERED {redelivered} MISSING {len(missing)} "
+          f"DUPLICATES {deliveries - len(seen)}", flush=True)
+    s.check(not missing, f"{len(missing)} of {len(expected)} acknowledged messages never delivered "
+                         f"to group {group}, e.g. {sorted(missing)[:3]}")
+
+
 def main(s):
     # Failed sends are logged by the client too (with its retries).
     s.allow_client_errors(HA_NOT_AVAILABLE, SLAVE_PERSISTENCE_TIMEOUT, INTERNAL_SERVER_ERROR, "replicated", "replica",
@@ -109,10 +153,15 @@ def main(s):
     topic = os.environ.get("ROCKETLOG_REPL_TOPIC", f"repl-{s.suffix}")
     state = os.environ["ROCKETLOG_REPL_STATE"]
     phase = os.environ["ROCKETLOG_REPL_PHASE"]
+    if os.environ.get("ROCKETLOG_REPL_EXPECT") == "until-failure":
+        # The master is killed under the producers: whatever the client logs about it is expected.
+        s.allow_client_errors("")
     if phase == "send":
         send(s, topic, state)
     elif phase == "read":
         read(s, topic, state)
+    elif phase == "consume":
+        consume(s, topic, state)
     else:
         raise ScenarioFailed(f"unknown phase {phase!r}")
 

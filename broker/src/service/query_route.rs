@@ -67,11 +67,16 @@ pub(super) async fn topic_route(
     create: bool,
 ) -> Result<Vec<BrokerQueues>, ApiError> {
     let local = b.topics.get(topic);
-    let brokers = b.routes.route(topic, local.as_deref()).await;
+    let slave = b
+        .role
+        .follower_status()
+        .map(|(status, _)| (b.role.broker_id(), status.connected));
+    let brokers = b.routes.route(topic, local.as_deref(), slave).await;
     if !brokers.is_empty() {
         return Ok(brokers);
     }
-    if !create {
+    // A slave's topics are its master's: it creates none of its own.
+    if !create || slave.is_some() {
         return Err(ApiError::TopicNotFound(topic.to_owned()));
     }
     let created = if topic.starts_with(DLQ_TOPIC_PREFIX) {
@@ -146,6 +151,9 @@ pub(super) fn broker_of(
     };
     v2::Broker {
         name: bq.broker_name.clone(),
+        // The official clients use only queues of broker id 0 (the Apache proxy presents every
+        // group as its master), so a slave serving reads is announced as id 0 too: its
+        // permission (READ) is what tells clients it takes no writes.
         id: 0,
         endpoints: Some(v2::Endpoints {
             scheme: scheme_of(&host) as i32,

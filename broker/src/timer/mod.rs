@@ -36,7 +36,7 @@ use std::path::PathBuf;
 
 pub use handle::RecallHandle;
 pub use record::{DELIVER_MS_PROPERTY, TIMER_TOPIC};
-pub use service::{LatencySummary, RecallError, Timer};
+pub use service::{LatencySummary, Progress, RecallError, Timer};
 pub use settings::TimerSettings;
 
 /// Why the timer could not open, index or persist its state.

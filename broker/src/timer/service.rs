@@ -130,6 +130,22 @@ struct Shared {
     lateness: Mutex<Lateness>,
     /// Commit-log bytes read at open to learn what fired after the checkpoint.
     rescanned: u64,
+    /// Published after every turn: (cursor, scanned): every timer record below the log
+    /// offset `scanned` that is due at or before `cursor` has been fired (its delivery is in
+    /// the log) or recalled. A master sends it to its slaves.
+    progress: Mutex<Progress>,
+    /// On a slave: the master's latest progress, whose firings are in this log too.
+    master_progress: Mutex<Option<Progress>>,
+}
+
+/// How far a timer has fired: see [`Timer::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub cursor_ms: i64,
+    pub scanned_offset: u64,
+    /// Messages fired (delivered or rolled) since this timer started: changes exactly when
+    /// there is something new for a slave to drop.
+    pub fired: u64,
 }
 
 impl Shared {
@@ -174,6 +190,8 @@ impl Timer {
             wake_cv: Condvar::new(),
             lateness: Mutex::new(Lateness::new()),
             rescanned: worker.rescanned,
+            progress: Mutex::new(Progress::default()),
+            master_progress: Mutex::new(None),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -263,6 +281,22 @@ impl Timer {
         self.shared.cursor.load(Ordering::Acquire)
     }
 
+    /// How far this timer has fired, as of its last turn: every timer record below
+    /// `scanned_offset` that is due at or before `cursor_ms` has been delivered or recalled,
+    /// and its delivery is in the log.
+    pub fn progress(&self) -> Progress {
+        *self.shared.progress.lock()
+    }
+
+    /// On a slave: the master's timer has got this far, and the log holds its firings. The
+    /// slave drops those entries instead of firing them again after a promotion (it never
+    /// fires while it is a replica).
+    pub fn follow_master(&self, progress: Progress) {
+        *self.shared.master_progress.lock() = Some(progress);
+        *self.shared.wake.lock() = true;
+        self.shared.wake_cv.notify_all();
+    }
+
     /// Stops the thread without its last checkpoint, as a crash would.
     #[cfg(test)]
     pub(crate) fn abandon(&self) {
@@ -306,6 +340,8 @@ struct Worker {
     wheel: Wheel,
     /// Next timer-topic queue offset to index.
     scan_offset: u64,
+    /// Every timer record below this log offset has been indexed.
+    scanned_phys: u64,
     /// Timer records that fired after the last checkpoint, before a restart: not again.
     fired_before_restart: HashSet<u64>,
     /// Log bytes read at open (see [`Timer::rescanned_bytes`]).
@@ -320,6 +356,8 @@ struct Worker {
     fired_since_stats: u64,
     /// Something was indexed or fired since the last candidate.
     changed: bool,
+    /// Entries fired since start (see [`Progress::fired`]).
+    fired_total: u64,
 }
 
 fn ms(v: u64) -> i64 {
@@ -376,6 +414,7 @@ impl Worker {
             store,
             wheel,
             scan_offset: ckpt.scan_offset,
+            scanned_phys: 0,
             fired_before_restart,
             rescanned: scanned,
             started_ms: now_ms(),
@@ -386,6 +425,7 @@ impl Worker {
             last_stats: Instant::now(),
             fired_since_stats: 0,
             changed: false,
+            fired_total: 0,
         })
     }
 
@@ -402,6 +442,11 @@ impl Worker {
                 }
             };
             shared.cursor.store(self.wheel.cursor(), Ordering::Release);
+            *shared.progress.lock() = Progress {
+                cursor_ms: self.wheel.cursor(),
+                scanned_offset: self.scanned_phys,
+                fired: self.fired_total,
+            };
             if more {
                 continue;
             }
@@ -434,6 +479,8 @@ impl Worker {
         if !self.store.is_replica() {
             self.fire(shared, now)?;
             self.wheel.advance(now);
+        } else if let Some(master) = *shared.master_progress.lock() {
+            self.drop_fired_by_master(master);
         }
         self.write_candidate(shared)?;
         if self.candidate.is_none() && self.last_candidate.elapsed() >= interval {
@@ -484,6 +531,7 @@ impl Worker {
                 if let Some(e) = record::entry(m, self.roll_horizon_ms) {
                     self.wheel.insert(e);
                 }
+                self.scanned_phys = self.scanned_phys.max(m.physical_offset.0.saturating_add(1));
             }
             if read.next_offset.0 <= self.scan_offset {
                 break;
@@ -493,6 +541,23 @@ impl Worker {
         }
         self.wheel.write()?;
         Ok(self.scan_offset < self.store.queue_range(TIMER_TOPIC, 0).1 .0)
+    }
+
+    /// A slave's share of the master's firing: entries the master has fired are dropped, the
+    /// rest stay for a promotion.
+    fn drop_fired_by_master(&mut self, master: Progress) {
+        let mut keep = Vec::new();
+        while let Some(e) = self.wheel.pop_due(master.cursor_ms) {
+            if e.phys < master.scanned_offset {
+                self.changed = true;
+            } else {
+                keep.push(e);
+            }
+        }
+        for e in keep {
+            self.wheel.unpop(e);
+        }
+        self.wheel.advance(master.cursor_ms);
     }
 
     fn fire(&mut self, shared: &Shared, now: i64) -> Result<(), TimerError> {
@@ -505,6 +570,7 @@ impl Worker {
                 self.wheel.unpop(e);
                 return Err(err);
             }
+            self.fired_total += 1;
         }
         Ok(())
     }

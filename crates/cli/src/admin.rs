@@ -31,6 +31,16 @@ enum AdminCommand {
     Message(MessageCommand),
     /// Broker offsets, uptime and counts.
     Stats,
+    /// Make this slave (--broker) the master of its group, in a new epoch starting at its log
+    /// end. For when the master is stopped or fenced; refused while the master still streams
+    /// to it, or when it lacks messages the group acknowledged (the reason says by how many
+    /// bytes).
+    Promote {
+        /// Promote anyway: with the master still alive (two masters) or without
+        /// acknowledged messages (lost).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +152,27 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Group(cmd) => group(&mut client, cmd).await,
         AdminCommand::Message(cmd) => message(&mut client, cmd).await,
         AdminCommand::Stats => stats(&mut client).await,
+        AdminCommand::Promote { force } => promote(&mut client, force).await,
     }
+}
+
+async fn promote(client: &mut AdminClient<Channel>, force: bool) -> anyhow::Result<()> {
+    let r = client
+        .promote(pb::PromoteRequest { force })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "promoted: master of epoch {}, starting at log offset {}",
+        r.epoch, r.start_offset
+    );
+    if r.lost_bytes > 0 {
+        println!(
+            "lost: {} bytes of acknowledged messages this broker did not hold",
+            r.lost_bytes
+        );
+    }
+    Ok(())
 }
 
 fn to_wire(spec: TopicSpec) -> pb::TopicConfig {
@@ -387,6 +417,10 @@ async fn stats(client: &mut AdminClient<Channel>) -> anyhow::Result<()> {
             f.master_address,
             f.master_end_offset,
             f.master_end_offset.saturating_sub(f.log_end_offset)
+        );
+        println!(
+            "acknowledged     up to {} (as last heard from the master); state copied at {}",
+            f.acknowledged_offset, f.state_log_offset
         );
         if !f.last_error.is_empty() {
             println!("last error       {}", f.last_error);

@@ -138,10 +138,8 @@ impl Broker {
 }
 
 fn config(data: &Path, id: u64, mode: &str, master: Option<&str>) -> String {
-    let role = match master {
-        None => "replication_listen = \"127.0.0.1:0\"\n".to_owned(),
-        Some(_) => String::new(),
-    };
+    // Every broker has a replication port: a slave serves it once promoted.
+    let role = "replication_listen = \"127.0.0.1:0\"\n";
     let master = master
         .map(|m| format!("master_address = \"{m}\"\n"))
         .unwrap_or_default();
@@ -177,6 +175,7 @@ mode = "{mode}"
 min_in_sync_replicas = 2
 sync_timeout_ms = 2000
 heartbeat_interval_ms = 200
+state_interval_ms = 200
 {master}
 "#,
         data = data.display()
@@ -216,8 +215,15 @@ fn wait_identical(master: &Broker, slave: &Broker) -> usize {
     }
 }
 
-/// One phase of `tests/python/replication.py` against `master` (the broker sent to); its stdout.
-fn phase(master: &Broker, state: &Path, phase: &str, expect: &str, count: u32) -> String {
+/// The command running one phase of `tests/python/replication.py` against `broker`. Keep the
+/// returned home directory alive while it runs.
+fn phase_command(
+    broker: &Broker,
+    state: &Path,
+    phase: &str,
+    expect: &str,
+    count: u32,
+) -> (Command, tempfile::TempDir) {
     let python = venv::python().unwrap_or_else(|e| panic!("the Python virtualenv: {e}"));
     let dir = venv::scripts_dir();
     let home = tempfile::tempdir().expect("home");
@@ -225,7 +231,7 @@ fn phase(master: &Broker, state: &Path, phase: &str, expect: &str, count: u32) -
     cmd.current_dir(&dir)
         .arg("-u")
         .arg(dir.join("replication.py"))
-        .arg(&master.client)
+        .arg(&broker.client)
         .arg(format!("{}", std::process::id()))
         .env("HOME", home.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -236,6 +242,27 @@ fn phase(master: &Broker, state: &Path, phase: &str, expect: &str, count: u32) -
         .env("ROCKETLOG_REPL_STATE", state)
         .env("ROCKETLOG_REPL_EXPECT", expect)
         .env("ROCKETLOG_REPL_COUNT", count.to_string());
+    (cmd, home)
+}
+
+/// One phase of `tests/python/replication.py` against `master` (the broker sent to); its stdout.
+fn phase(master: &Broker, state: &Path, phase: &str, expect: &str, count: u32) -> String {
+    phase_with(master, state, phase, expect, count, &[])
+}
+
+/// [`phase`] with more environment for the script.
+fn phase_with(
+    master: &Broker,
+    state: &Path,
+    phase: &str,
+    expect: &str,
+    count: u32,
+    env: &[(&str, String)],
+) -> String {
+    let (mut cmd, _home) = phase_command(master, state, phase, expect, count);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let run = process::run(&mut cmd, Duration::from_secs(120)).expect("python");
     let passed = run.success() && run.stdout.lines().any(|l| l.starts_with("PASS "));
     assert!(
@@ -315,7 +342,7 @@ fn a_sync_slave_stays_identical_through_a_mixed_load_and_catches_up_after_a_cras
             create_topic(&master, &format!("{prefix}-{suffix}"), kind);
         }
         run_scenario_at(&master.client, 1 << 20, script, &suffix, &tuning, &|| {
-            master.logs()
+            format!("{}\n--- slave ---\n{}", master.logs(), slave.logs())
         });
     }
     bench(&master, 12_000);
@@ -377,4 +404,381 @@ fn a_cut_link_times_sync_sends_out_and_they_succeed_once_it_heals() {
     wait_identical(&master, &slave);
     let out = phase(&master, &state, "read", "ok", 0);
     assert!(out.contains("MISSING 0"), "{out}");
+}
+
+#[test]
+fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a_dir = dir.path().join("a");
+    let mut a = Broker::start(&a_dir, config(&a_dir, 0, "sync", None));
+    let repl = |m: &Broker| m.replication.clone().expect("replication port");
+    let proxy = FaultProxy::start(repl(&a).parse().expect("address")).expect("proxy");
+    let b_dir = dir.path().join("b");
+    let b = Broker::start(
+        &b_dir,
+        config(&b_dir, 1, "sync", Some(&proxy.address().to_string())),
+    );
+    a.wait_logged("slave connected", 0, &b);
+    let state = dir.path().join("acked");
+    phase(&a, &state, "send", "ok", 20);
+    wait_identical(&a, &b);
+    // Cut off from its slave, the master still stores what it is sent (and answers
+    // SLAVE_PERSISTENCE_TIMEOUT): records the slave never gets.
+    proxy.cut();
+    phase(&a, &state, "send", "timeout", 3);
+    let a_end = stat(&a, " .. ");
+    a.kill();
+    let out = promote(&b, false);
+    assert!(out.contains("promoted"), "{out}");
+    let b_start = stat(&b, " .. ");
+    assert!(
+        a_end > b_start,
+        "the old master should hold a tail: {a_end} vs {b_start}"
+    );
+    // The new master writes its own records from there (with no slave: HA_NOT_AVAILABLE,
+    // stored all the same), so the old master's tail now conflicts with them.
+    phase(&b, &state, "send", "ha", 2);
+    assert!(stat(&b, " .. ") > b_start);
+    drop(a);
+    a = Broker::start(&a_dir, config(&a_dir, 1, "sync", Some(&repl(&b))));
+    b.wait_logged("slave connected", 0, &a);
+    assert_eq!(
+        a.logged("cutting them before following"),
+        1,
+        "the old master should cut its tail:\n{}",
+        a.logs()
+    );
+    wait_identical(&b, &a);
+    // Everything acknowledged is there; sends succeed again now that the group has a slave.
+    phase(&b, &state, "send", "ok", 5);
+    wait_identical(&b, &a);
+    let out = phase(&b, &state, "read", "ok", 0);
+    assert!(out.contains("MISSING 0"), "{out}");
+}
+
+#[test]
+fn a_slave_serves_reads_when_its_master_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master_dir = dir.path().join("master");
+    let mut master = Broker::start(&master_dir, config(&master_dir, 0, "sync", None));
+    let repl = master.replication.clone().expect("replication port");
+    let slave_dir = dir.path().join("slave");
+    let slave = Broker::start(&slave_dir, config(&slave_dir, 1, "sync", Some(&repl)));
+    master.wait_logged("slave connected", 0, &slave);
+    let state = dir.path().join("acked");
+    phase(&master, &state, "send", "ok", 30);
+    let group_env = [
+        ("ROCKETLOG_REPL_GROUP", "reads".to_owned()),
+        (
+            "ROCKETLOG_REPL_CONSUMED",
+            dir.path().join("consumed").display().to_string(),
+        ),
+    ];
+    let mut env = group_env.to_vec();
+    env.push(("ROCKETLOG_REPL_LIMIT", "10".to_owned()));
+    phase_with(&master, &state, "consume", "ok", 0, &env);
+    wait_group_copied(&master, &slave, "reads");
+
+    master.kill();
+    let deadline = Instant::now() + WAIT;
+    while !stats_text(&slave).contains("not following") {
+        assert!(
+            Instant::now() < deadline,
+            "the slave never noticed:\n{}",
+            slave.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+    // Everything replicated is readable from the slave, and the group resumes where it was.
+    let out = phase(&slave, &state, "read", "ok", 0);
+    assert!(out.contains("READ 30 MISSING 0"), "{out}");
+    let out = phase_with(&slave, &state, "consume", "ok", 0, &group_env);
+    assert!(out.contains("CONSUMED 20 REDELIVERED 0 MISSING 0"), "{out}");
+    // Producers are told at once that the group takes no writes.
+    let started = Instant::now();
+    let out = phase(&slave, &state, "send", "until-failure", 3);
+    assert!(out.contains("SENT 0 "), "{out}");
+    println!(
+        "a send to the masterless group failed after {:?}",
+        started.elapsed()
+    );
+}
+
+/// `rocketlog admin stats` of `broker`.
+fn stats_text(broker: &Broker) -> String {
+    let out = Command::new(BIN)
+        .args(["admin", "--broker", &broker.client, "stats"])
+        .output()
+        .expect("admin");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0)
+}
+
+/// The numbers after `READ`, `MISSING` and `DUPLICATES` in a read phase's output.
+fn read_counts(out: &str) -> (u64, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("READ "))
+        .unwrap_or_else(|| panic!("no READ line in {out}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+/// The number after `word` in `out` (a phase's summary line).
+fn count_after(out: &str, word: &str) -> u64 {
+    out.split_whitespace()
+        .skip_while(|w| *w != word)
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {word} count in {out}"))
+}
+
+/// `rocketlog admin --broker <slave> promote`, retried while the slave still hears its dead
+/// master (it notices within a heartbeat or two). Returns the command's output.
+fn promote(slave: &Broker, force: bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["admin", "--broker", &slave.client, "promote"]);
+        if force {
+            cmd.arg("--force");
+        }
+        let out = cmd.output().expect("admin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            return text;
+        }
+        assert!(
+            text.contains("still streaming") && Instant::now() < deadline,
+            "promote failed: {text}\n{}",
+            slave.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A number from `rocketlog admin stats` (the first after `label`).
+fn stat(broker: &Broker, label: &str) -> u64 {
+    let text = stats_text(broker);
+    text.lines()
+        .find(|l| l.contains(label))
+        .and_then(|l| {
+            l[l.find(label).unwrap_or(0) + label.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {label:?} in the stats of {}:\n{text}", broker.client))
+}
+
+/// The progress of `group` on `broker` (`rocketlog admin group describe`): topic, queue,
+/// consumer offset and in-flight count of each queue (not the broker offsets, which move
+/// with the producers).
+fn describe_group(broker: &Broker, group: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "admin",
+            "--broker",
+            &broker.client,
+            "group",
+            "describe",
+            group,
+        ])
+        .output()
+        .expect("admin");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 6).then(|| format!("{} {} {} {}\n", w[0], w[1], w[3], w[5]))
+        })
+        .collect()
+}
+
+/// Waits until `slave` reports the same progress for `group` as `master` (consumer offset and
+/// in-flight per queue): the master's consumption state has been copied to it.
+fn wait_group_copied(master: &Broker, slave: &Broker, group: &str) {
+    let want = describe_group(master, group);
+    assert!(
+        !want.is_empty(),
+        "group {group} has no progress on the master"
+    );
+    let deadline = Instant::now() + WAIT;
+    while describe_group(slave, group) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the slave never copied group {group}:\nmaster:\n{want}\nslave:\n{}\n{}",
+            describe_group(slave, group),
+            slave.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// What one kill cycle measured.
+#[derive(Debug)]
+struct Cycle {
+    acked: usize,
+    missing: u64,
+    duplicates: u64,
+    redelivered: u64,
+    cut: bool,
+}
+
+/// Kills the master under load from four official-client producers, `cycles` times. After
+/// each kill the slave is promoted; every acknowledged message must be readable from it (in
+/// sync mode: in async mode what is missing is the loss, reported); a consumer group that
+/// had acked part of the topic on the old master resumes on the new one without getting
+/// those back; and the old master rejoins as a slave of the new one, cutting the tail only it
+/// had, until both logs are byte-identical. Then the roles are swapped for the next cycle.
+fn kill_cycles(mode: &str, cycles: u32) -> Vec<Cycle> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dirs = [dir.path().join("a"), dir.path().join("b")];
+    let mut master = Broker::start(&dirs[0], config(&dirs[0], 0, mode, None));
+    let repl = |m: &Broker| m.replication.clone().expect("replication port");
+    let mut slave = Broker::start(&dirs[1], config(&dirs[1], 1, mode, Some(&repl(&master))));
+    let (mut master_dir, mut slave_dir) = (dirs[0].clone(), dirs[1].clone());
+    master.wait_logged("slave connected", 0, &slave);
+    let state = dir.path().join("acked");
+    let consumed = dir.path().join("consumed");
+    let group_env = [
+        ("ROCKETLOG_REPL_GROUP", "repl-group".to_owned()),
+        ("ROCKETLOG_REPL_CONSUMED", consumed.display().to_string()),
+    ];
+    let mut results = Vec::new();
+    for cycle in 0..cycles {
+        let before = lines(&state);
+        let (mut cmd, _home) = phase_command(&master, &state, "send", "until-failure", 2_000);
+        let mut producers = cmd
+            .env("ROCKETLOG_REPL_PRODUCERS", "4")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python");
+        // Kill once the producers are well under way.
+        let deadline = Instant::now() + WAIT;
+        while lines(&state) < before + 200 {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: the producers did not get going:\n{}",
+                master.logs()
+            );
+            assert!(
+                producers.try_wait().expect("python").is_none(),
+                "cycle {cycle}: the producers stopped before the kill:\n{}",
+                master.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if cycle == 0 {
+            // A consumer group gets ahead on the master (the producers keep going), and its
+            // place reaches the slave.
+            let mut env = group_env.to_vec();
+            env.push(("ROCKETLOG_REPL_LIMIT", "100".to_owned()));
+            let out = phase_with(&master, &state, "consume", "ok", 0, &env);
+            assert_eq!(count_after(&out, "CONSUMED"), 100, "{out}");
+            wait_group_copied(&master, &slave, "repl-group");
+        }
+        master.kill();
+        let stop_by = Instant::now() + Duration::from_secs(120);
+        while producers.try_wait().expect("python").is_none() {
+            assert!(
+                Instant::now() < stop_by,
+                "cycle {cycle}: the producers never stopped"
+            );
+            std::thread::sleep(POLL);
+        }
+        let acked = lines(&state);
+        let promoted = promote(&slave, mode == "async");
+        assert!(promoted.contains("promoted"), "{promoted}");
+        // Every message the dead master acknowledged, read from the new master.
+        let out = phase(&slave, &state, "read", "any", 0);
+        let (_, missing, duplicates) = read_counts(&out);
+        if mode == "sync" {
+            assert_eq!(
+                missing, 0,
+                "cycle {cycle}: acknowledged messages missing on the new master:\n{out}"
+            );
+        }
+        // The group resumes on the new master: what it acked on the old one stays acked.
+        let out = phase_with(&slave, &state, "consume", "any", 0, &group_env);
+        let redelivered = count_after(&out, "REDELIVERED");
+        // The old master rejoins as a slave of the new one.
+        let connected = slave.logged("slave connected");
+        drop(master);
+        master = Broker::start(
+            &master_dir,
+            config(&master_dir, 1, mode, Some(&repl(&slave))),
+        );
+        slave.wait_logged("slave connected", connected, &master);
+        let cut = master.logged("cutting them before following") > 0;
+        wait_identical(&slave, &master);
+        println!(
+            "{mode} cycle {cycle}: {acked} acknowledged in all, missing on the new master {missing}, \
+             duplicates {duplicates}, redelivered to the group {redelivered}, old master cut its tail: {cut}"
+        );
+        results.push(Cycle {
+            acked,
+            missing,
+            duplicates,
+            redelivered,
+            cut,
+        });
+        std::mem::swap(&mut master, &mut slave);
+        std::mem::swap(&mut master_dir, &mut slave_dir);
+    }
+    results
+}
+
+fn kill_cycle_count() -> u32 {
+    std::env::var("ROCKETLOG_TEST_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+#[test]
+fn killing_the_master_under_sync_load_loses_no_acknowledged_message() {
+    let results = kill_cycles("sync", kill_cycle_count());
+    println!(
+        "sync: {} cycles, {} acknowledged, {} missing, {} duplicates read, {} redelivered to the group, {} old masters cut a tail",
+        results.len(),
+        results.last().map_or(0, |c| c.acked),
+        results.iter().map(|c| c.missing).sum::<u64>(),
+        results.iter().map(|c| c.duplicates).sum::<u64>(),
+        results.iter().map(|c| c.redelivered).sum::<u64>(),
+        results.iter().filter(|c| c.cut).count()
+    );
+    for (i, c) in results.iter().enumerate() {
+        assert_eq!(c.missing, 0, "cycle {i}: {c:?}");
+        // The group's place was copied to the slave before the kill: nothing acked comes back.
+        assert_eq!(c.redelivered, 0, "cycle {i}: {c:?}");
+    }
+}
+
+#[test]
+fn killing_the_master_under_async_load_loses_at_most_the_replication_lag() {
+    let results = kill_cycles("async", 1);
+    let c = &results[0];
+    // Async replication acknowledges before the slave has the bytes: what the slave lacked
+    // when the master died is lost. Reported, not hidden.
+    println!(
+        "async: {} of {} acknowledged messages lost at the kill",
+        c.missing, c.acked
+    );
+    assert!(c.missing < c.acked as u64, "{c:?}");
+    assert_eq!(c.redelivered, 0, "{c:?}");
 }

@@ -12,7 +12,7 @@ use rocketlog_store::{PendingAppend, PhysicalOffset, Store};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::epoch_file::EpochFile;
 use crate::{from_pb_epochs, to_pb_epochs};
@@ -35,12 +35,25 @@ pub struct FollowerSettings {
     pub idle_timeout: Duration,
 }
 
+/// Where a slave puts the master's group state (topics, consumption, timer progress) when it
+/// arrives. Called off the async workers: it may write files and fsync.
+pub trait GroupStateSink: Send + Sync + std::fmt::Debug {
+    fn install(&self, state: pb::GroupState) -> Result<(), String>;
+}
+
 /// What the slave knows about its replication, for status and admin output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FollowerStatus {
     pub connected: bool,
     /// The master's log end as last heard.
     pub master_end_offset: u64,
+    /// The highest offset the master said it had acknowledged to producers (0 until heard;
+    /// kept in memory only).
+    pub acknowledged_offset: u64,
+    /// When the master was last heard from (a chunk, a heartbeat, the welcome).
+    pub last_heard: Option<Instant>,
+    /// The master's log end when the group state last installed was taken.
+    pub state_log_offset: u64,
     /// This slave's log end and durable end.
     pub log_end_offset: u64,
     pub durable_offset: u64,
@@ -52,26 +65,60 @@ pub struct FollowerStatus {
 #[derive(Debug, Clone)]
 pub struct Follower {
     status: Arc<Mutex<FollowerStatus>>,
+    master_address: String,
+    stop: CancellationToken,
+    task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<EpochFile>>>>,
 }
 
 impl Follower {
-    /// Starts following (a task on the current runtime) until `shutdown`.
+    /// Starts following (a task on the current runtime) until `shutdown` or [`Follower::stop`].
     pub fn start(
         store: Store,
         settings: FollowerSettings,
         epochs: EpochFile,
-        shutdown: CancellationToken,
-    ) -> (Follower, tokio::task::JoinHandle<()>) {
+        sink: Option<Arc<dyn GroupStateSink>>,
+        shutdown: &CancellationToken,
+    ) -> Follower {
         let status = Arc::new(Mutex::new(FollowerStatus::default()));
-        let f = Follower {
-            status: Arc::clone(&status),
-        };
-        let task = tokio::spawn(run(store, settings, epochs, status, shutdown));
-        (f, task)
+        let stop = shutdown.child_token();
+        let master_address = settings.master_address.clone();
+        let task = tokio::spawn(run(
+            store,
+            settings,
+            epochs,
+            sink,
+            Arc::clone(&status),
+            stop.clone(),
+        ));
+        Follower {
+            status,
+            master_address,
+            stop,
+            task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+        }
     }
 
     pub fn status(&self) -> FollowerStatus {
         self.status.lock().clone()
+    }
+
+    /// The master's replication address this follower dials.
+    pub fn master_address(&self) -> &str {
+        &self.master_address
+    }
+
+    /// Stops following and waits until nothing more is appended; returns the epoch file
+    /// (`None` if the follower was stopped already or its task failed).
+    pub async fn stop(&self) -> Option<EpochFile> {
+        self.stop.cancel();
+        let task = self.task.lock().await.take()?;
+        match task.await {
+            Ok(epochs) => Some(epochs),
+            Err(e) => {
+                tracing::error!(error = %e, "the follower task failed");
+                None
+            }
+        }
     }
 }
 
@@ -79,16 +126,17 @@ async fn run(
     store: Store,
     settings: FollowerSettings,
     mut epochs: EpochFile,
+    sink: Option<Arc<dyn GroupStateSink>>,
     status: Arc<Mutex<FollowerStatus>>,
     shutdown: CancellationToken,
-) {
+) -> EpochFile {
     let mut backoff = MIN_BACKOFF;
     let mut last_error: Option<String> = None;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = follow_once(&store, &settings, &mut epochs, &status) => r,
+            () = shutdown.cancelled() => return epochs,
+            r = follow_once(&store, &settings, &mut epochs, sink.as_ref(), &status) => r,
         };
         status.lock().connected = false;
         let error = match result {
@@ -105,7 +153,7 @@ async fn run(
             backoff = MIN_BACKOFF;
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return epochs,
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -117,34 +165,12 @@ async fn follow_once(
     store: &Store,
     settings: &FollowerSettings,
     epochs: &mut EpochFile,
+    sink: Option<&Arc<dyn GroupStateSink>>,
     status: &Mutex<FollowerStatus>,
 ) -> Result<(), String> {
-    let endpoint = Endpoint::from_shared(format!("http://{}", settings.master_address))
-        .map_err(|e| format!("master address {:?}: {e}", settings.master_address))?
-        .connect_timeout(settings.connect_timeout)
-        .http2_keep_alive_interval(settings.idle_timeout / 2)
-        .keep_alive_timeout(settings.idle_timeout / 2)
-        .tcp_nodelay(true);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", settings.master_address))?;
-    let mut client = LogReplicationClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(64 << 10);
-
+    let mut client = connect(settings).await?;
     let (req_tx, req_rx) = mpsc::channel::<pb::FollowRequest>(64);
-    let end = store.log_range().1 .0;
-    let durable = store.flushed_offset().0.min(end);
-    let hello = pb::Hello {
-        cluster_name: settings.cluster_name.clone(),
-        broker_name: settings.broker_name.clone(),
-        broker_id: settings.broker_id,
-        log_end_offset: end,
-        durable_offset: durable,
-        segment_size: store.segment_size(),
-        epochs: to_pb_epochs(epochs.history()),
-    };
+    let hello = hello(settings, store, epochs);
     req_tx
         .send(pb::FollowRequest {
             kind: Some(pb::follow_request::Kind::Hello(hello)),
@@ -185,6 +211,7 @@ async fn follow_once(
                 let mut st = status.lock();
                 st.connected = true;
                 st.master_end_offset = w.log_end_offset;
+                st.last_heard = Some(Instant::now());
                 st.last_error = None;
                 tracing::info!(
                     master = %settings.master_address,
@@ -194,7 +221,27 @@ async fn follow_once(
                 );
             }
             Some(pb::follow_response::Kind::Heartbeat(h)) => {
-                status.lock().master_end_offset = h.master_end_offset;
+                let mut st = status.lock();
+                st.master_end_offset = h.master_end_offset;
+                st.acknowledged_offset = st.acknowledged_offset.max(h.acknowledged_offset);
+                st.last_heard = Some(Instant::now());
+            }
+            Some(pb::follow_response::Kind::State(state)) => {
+                let Some(sink) = sink else { continue };
+                let log_offset = state.log_offset;
+                if store.log_range().1 .0 < log_offset {
+                    break Err(format!(
+                        "the master sent its group state at log offset {log_offset} before the log up to it"
+                    ));
+                }
+                let sink = Arc::clone(sink);
+                match tokio::task::spawn_blocking(move || sink.install(state)).await {
+                    Ok(Ok(())) => status.lock().state_log_offset = log_offset,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not install the master's group state; the next one replaces it");
+                    }
+                    Err(e) => break Err(format!("installing the master's group state: {e}")),
+                }
             }
             Some(pb::follow_response::Kind::Chunk(c)) => {
                 let pending = match store.append_replicated(PhysicalOffset(c.start_offset), &c.data)
@@ -206,6 +253,8 @@ async fn follow_once(
                 {
                     let mut st = status.lock();
                     st.master_end_offset = c.master_end_offset;
+                    st.acknowledged_offset = st.acknowledged_offset.max(c.acknowledged_offset);
+                    st.last_heard = Some(Instant::now());
                     st.log_end_offset = end;
                 }
                 if dur_tx.send((end, pending)).is_err() {
@@ -219,6 +268,61 @@ async fn follow_once(
     let mut st = status.lock();
     st.durable_offset = st.durable_offset.max(flushed);
     result
+}
+
+async fn connect(settings: &FollowerSettings) -> Result<LogReplicationClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{}", settings.master_address))
+        .map_err(|e| format!("master address {:?}: {e}", settings.master_address))?
+        .connect_timeout(settings.connect_timeout)
+        .http2_keep_alive_interval(settings.idle_timeout / 2)
+        .keep_alive_timeout(settings.idle_timeout / 2)
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", settings.master_address))?;
+    Ok(LogReplicationClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(64 << 10))
+}
+
+/// What this replica says about its log.
+fn hello(settings: &FollowerSettings, store: &Store, epochs: &EpochFile) -> pb::Hello {
+    let end = store.log_range().1 .0;
+    pb::Hello {
+        cluster_name: settings.cluster_name.clone(),
+        broker_name: settings.broker_name.clone(),
+        broker_id: settings.broker_id,
+        log_end_offset: end,
+        durable_offset: store.flushed_offset().0.min(end),
+        segment_size: store.segment_size(),
+        epochs: to_pb_epochs(epochs.history()),
+    }
+}
+
+/// Asks the master where this replica's log stops agreeing with its own (one attempt,
+/// bounded by the connect timeout and `timeout`).
+pub async fn compare(
+    settings: &FollowerSettings,
+    store: &Store,
+    epochs: &EpochFile,
+    timeout: Duration,
+) -> Result<pb::Comparison, String> {
+    let hello = hello(settings, store, epochs);
+    let call = async {
+        let mut client = connect(settings).await?;
+        client
+            .compare(hello)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| format!("the master refused: {}", s.message()))
+    };
+    tokio::time::timeout(timeout, call).await.map_err(|_| {
+        format!(
+            "no answer from {} within {timeout:?}",
+            settings.master_address
+        )
+    })?
 }
 
 /// Records the master's epochs that this replica's history lacks.

@@ -37,6 +37,18 @@ pub struct MasterSettings {
     pub min_in_sync_replicas: usize,
     /// An idle stream carries a heartbeat this often, so each side notices a dead peer.
     pub heartbeat_interval: Duration,
+    /// The group state (topics, consumption, timer progress) goes to each slave when it
+    /// changed, at most this often.
+    pub state_interval: Duration,
+}
+
+/// The broker's state outside the commit log that slaves keep a copy of (see
+/// [`pb::GroupState`]). Replication ships it without looking inside.
+pub trait GroupStateSource: Send + Sync + std::fmt::Debug {
+    /// Changes whenever the state changes (so an unchanged state is not sent again).
+    fn version(&self) -> u64;
+    /// The state now. `log_offset` is filled in by the caller, after this returns.
+    fn snapshot(&self) -> Result<pb::GroupState, String>;
 }
 
 /// Why a sync-replicated send could not be confirmed. The message is stored on the master in
@@ -95,6 +107,7 @@ pub struct Master {
     settings: MasterSettings,
     epochs: Mutex<EpochHistory>,
     state: Mutex<State>,
+    group_state: Option<Arc<dyn GroupStateSource>>,
     shutdown: CancellationToken,
 }
 
@@ -103,6 +116,7 @@ impl Master {
         store: Store,
         settings: MasterSettings,
         epochs: EpochHistory,
+        group_state: Option<Arc<dyn GroupStateSource>>,
         shutdown: CancellationToken,
     ) -> Arc<Master> {
         Arc::new(Master {
@@ -114,15 +128,38 @@ impl Master {
             }),
             settings,
             epochs: Mutex::new(epochs),
+            group_state,
             shutdown,
         })
     }
 
     /// The gRPC service to serve on the replication port.
     pub fn service(self: &Arc<Self>) -> LogReplicationServer<MasterService> {
-        LogReplicationServer::new(MasterService(Arc::clone(self)))
-            .max_decoding_message_size(64 << 10)
-            .max_encoding_message_size(MAX_CHUNK_BYTES + (64 << 10) + (128 << 20))
+        server(self.handler())
+    }
+
+    /// The service's handler, for a caller that routes `LogReplication` calls itself (a
+    /// broker whose role can change while its replication port stays open).
+    pub fn handler(self: &Arc<Self>) -> MasterService {
+        MasterService(Arc::clone(self))
+    }
+
+    /// Sends ending at or below this offset have been acknowledged to producers: in sync mode
+    /// what enough slaves hold durably, otherwise everything written.
+    pub fn acknowledged_offset(&self) -> u64 {
+        let end = self.store.log_range().1 .0;
+        if self.needs_slaves() {
+            self.state.lock().tracker.confirmed().min(end)
+        } else {
+            end
+        }
+    }
+
+    /// Fails every send waiting for slaves (the master is stepping down, or stopping): each
+    /// is answered as if too few slaves were connected.
+    pub fn step_down(&self) {
+        let waiters = self.state.lock().tracker.drain();
+        answer(waiters, false);
     }
 
     /// Waits until `min_in_sync_replicas` replicas (this master included) hold the log up to
@@ -231,19 +268,14 @@ impl Master {
         answer(failed, false);
     }
 
-    /// Checks a slave's Hello; the error says why it may not follow.
-    fn admit(&self, hello: &pb::Hello) -> Result<(), Status> {
+    /// Checks that a Hello comes from a replica of this group that can follow this log.
+    fn check_peer(&self, hello: &pb::Hello) -> Result<(), Status> {
         let s = &self.settings;
         if hello.broker_name != s.broker_name || hello.cluster_name != s.cluster_name {
             return Err(Status::failed_precondition(format!(
                 "this master serves broker group {}/{}, not {}/{}",
                 s.cluster_name, s.broker_name, hello.cluster_name, hello.broker_name
             )));
-        }
-        if hello.broker_id == 0 {
-            return Err(Status::invalid_argument(
-                "broker id 0 is the master's; a slave has id 1 or more",
-            ));
         }
         if hello.segment_size != self.store.segment_size() {
             return Err(Status::failed_precondition(format!(
@@ -252,6 +284,34 @@ impl Master {
                 self.store.segment_size()
             )));
         }
+        Ok(())
+    }
+
+    /// Where the log described by `hello` stops agreeing with this master's.
+    pub fn compare(&self, hello: &pb::Hello) -> Result<pb::Comparison, Status> {
+        self.check_peer(hello)?;
+        let (start, end) = self.store.log_range();
+        let slave_epochs = from_pb_epochs(&hello.epochs)
+            .map_err(|e| Status::invalid_argument(format!("the caller's epochs: {e}")))?;
+        let epochs = self.epochs();
+        let d = divergence(&slave_epochs, hello.log_end_offset, &epochs, end.0);
+        Ok(pb::Comparison {
+            truncate_to: d.truncate_to.min(hello.log_end_offset),
+            master_log_start: start.0,
+            master_log_end: end.0,
+            epochs: to_pb_epochs(&epochs),
+            acknowledged_offset: self.acknowledged_offset(),
+        })
+    }
+
+    /// Checks a slave's Hello; the error says why it may not follow.
+    fn admit(&self, hello: &pb::Hello) -> Result<(), Status> {
+        self.check_peer(hello)?;
+        if hello.broker_id == 0 {
+            return Err(Status::invalid_argument(
+                "broker id 0 is the master's; a slave has id 1 or more",
+            ));
+        }
         let (start, end) = self.store.log_range();
         let slave_epochs = from_pb_epochs(&hello.epochs)
             .map_err(|e| Status::invalid_argument(format!("the slave's epochs: {e}")))?;
@@ -259,7 +319,8 @@ impl Master {
         if d.truncate_to < hello.log_end_offset {
             return Err(Status::failed_precondition(format!(
                 "the slave's log ends at {} but matches the master's only up to {}: its tail \
-                 was never replicated from this master and must be truncated first",
+                 was never replicated from this master and must be cut first (a slave cuts it \
+                 when it starts with its master reachable: restart it)",
                 hello.log_end_offset, d.truncate_to
             )));
         }
@@ -286,11 +347,26 @@ fn answer(waiters: Vec<Waiter>, ok: bool) {
 #[derive(Debug, Clone)]
 pub struct MasterService(Arc<Master>);
 
-type FollowStream = ReceiverStream<Result<pb::FollowResponse, Status>>;
+/// The stream of a `Follow` call.
+pub type FollowStream = ReceiverStream<Result<pb::FollowResponse, Status>>;
+
+/// The `LogReplication` server over a handler, with the message limits replication needs.
+pub fn server<S: LogReplication>(handler: S) -> LogReplicationServer<S> {
+    LogReplicationServer::new(handler)
+        .max_decoding_message_size(64 << 10)
+        .max_encoding_message_size(MAX_CHUNK_BYTES + (64 << 10) + (128 << 20))
+}
 
 #[tonic::async_trait]
 impl LogReplication for MasterService {
     type FollowStream = FollowStream;
+
+    async fn compare(
+        &self,
+        request: Request<pb::Hello>,
+    ) -> Result<Response<pb::Comparison>, Status> {
+        self.0.compare(request.get_ref()).map(Response::new)
+    }
 
     async fn follow(
         &self,
@@ -387,8 +463,21 @@ async fn ship(
 ) {
     let mut end_rx = master.store.subscribe_log_end();
     let heartbeat = master.settings.heartbeat_interval;
+    let mut group_state = StateShipper::new(&master);
+    // A heartbeat goes out when nothing else has for a whole interval.
+    let mut last_sent = tokio::time::Instant::now();
     let result: Result<(), String> = async {
         loop {
+            if let Some(state) = group_state.due(&master, from) {
+                let msg = pb::FollowResponse {
+                    kind: Some(pb::follow_response::Kind::State(state)),
+                };
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    sent = tx.send(Ok(msg)) => if sent.is_err() { return Ok(()); },
+                }
+                last_sent = tokio::time::Instant::now();
+            }
             let bytes = read_from(&master.store, from).await;
             let bytes = match bytes {
                 Ok(b) => b,
@@ -409,17 +498,20 @@ async fn ship(
                         if changed.is_err() { return Ok(()); }
                         false
                     }
-                    () = tokio::time::sleep(heartbeat) => true,
+                    () = tokio::time::sleep_until(last_sent + heartbeat) => true,
+                    () = group_state.wait() => false,
                 };
                 if idle {
                     let hb = pb::FollowResponse {
                         kind: Some(pb::follow_response::Kind::Heartbeat(pb::Heartbeat {
                             master_end_offset: master.store.log_range().1 .0,
+                            acknowledged_offset: master.acknowledged_offset(),
                         })),
                     };
                     if tx.send(Ok(hb)).await.is_err() {
                         return Ok(());
                     }
+                    last_sent = tokio::time::Instant::now();
                 }
                 continue;
             }
@@ -429,12 +521,14 @@ async fn ship(
                     start_offset: from,
                     data: bytes.into(),
                     master_end_offset: master.store.log_range().1 .0,
+                    acknowledged_offset: master.acknowledged_offset(),
                 })),
             };
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 sent = tx.send(Ok(chunk)) => if sent.is_err() { return Ok(()); },
             }
+            last_sent = tokio::time::Instant::now();
             from += len;
         }
     }
@@ -444,6 +538,72 @@ async fn ship(
     }
     stop.cancel();
     master.disconnect(id, session);
+}
+
+/// When the group state goes to one slave: when it changed, at most once per state interval,
+/// and only once the log bytes it was taken over have been shipped ahead of it.
+struct StateShipper {
+    interval: Duration,
+    next_check: tokio::time::Instant,
+    sent_version: Option<u64>,
+    /// Taken, waiting for the log to be shipped up to its `log_offset`.
+    pending: Option<(u64, pb::GroupState)>,
+    failing: bool,
+}
+
+impl StateShipper {
+    fn new(master: &Master) -> Self {
+        StateShipper {
+            interval: master.settings.state_interval,
+            next_check: tokio::time::Instant::now(),
+            sent_version: None,
+            pending: None,
+            failing: false,
+        }
+    }
+
+    /// Resolves when a check is due (never, without a state source).
+    async fn wait(&self) {
+        if self.pending.is_some() {
+            // Shipping the log wakes the loop; nothing to wait for here.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.next_check).await;
+    }
+
+    /// The state to send now, with the log shipped up to `shipped`.
+    fn due(&mut self, master: &Master, shipped: u64) -> Option<pb::GroupState> {
+        let source = master.group_state.as_ref()?;
+        if self.pending.is_none() && tokio::time::Instant::now() >= self.next_check {
+            self.next_check = tokio::time::Instant::now() + self.interval;
+            let version = source.version();
+            if self.sent_version != Some(version) {
+                match source.snapshot() {
+                    Ok(mut state) => {
+                        // Taken before the log end is read: everything it refers to (acked
+                        // messages, fired timers' deliveries) lies below that end.
+                        state.log_offset = master.store.log_range().1 .0;
+                        self.pending = Some((version, state));
+                        self.failing = false;
+                    }
+                    Err(e) => {
+                        if !self.failing {
+                            tracing::warn!(error = %e, "could not take the group state for the slaves; retrying");
+                            self.failing = true;
+                        }
+                    }
+                }
+            }
+        }
+        match &self.pending {
+            Some((_, state)) if state.log_offset <= shipped => {
+                let (version, state) = self.pending.take()?;
+                self.sent_version = Some(version);
+                Some(state)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A copy out of the mapped log: at most one chunk, so cheap enough for an async worker (a
