@@ -422,6 +422,18 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     let state = dir.path().join("acked");
     phase(&a, &state, "send", "ok", 20);
     wait_identical(&a, &b);
+    // Never two masters: a slave its master still streams to is not promoted.
+    let out = Command::new(BIN)
+        .args(["admin", "--broker", &b.client, "promote"])
+        .output()
+        .expect("admin");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("FailedPrecondition")
+            && err.contains("still streaming"),
+        "{err}"
+    );
     // Cut off from its slave, the master still stores what it is sent (and answers
     // SLAVE_PERSISTENCE_TIMEOUT): records the slave never gets.
     proxy.cut();
