@@ -6,9 +6,11 @@
 //! generation from which replay starts (see `snapshot.rs`).
 //!
 //! Frame layout (big-endian): `len u32 | crc32c(payload) u32 | payload[len]`. Payload:
-//! `kind u8 | group str | topic str | queue_id u32 | offset u64` then, for `Deliver` only,
-//! `seq u64 | attempt u32 | deadline_ms i64 | message_group opt-str` (`str` = u32 length +
-//! UTF-8; `opt-str` = presence byte + str). A frame that is cut short or fails its CRC ends the
+//! `kind u8 | group str | topic str | queue_id u32 | offset u64` then, for `Deliver`,
+//! `seq u64 | attempt u32 | deadline_ms i64 | message_group opt-str`, and for `FinishRange`
+//! (whose `offset` is the range's start) `end u64` (`str` = u32 length + UTF-8; `opt-str` =
+//! presence byte + str). Kinds are only ever added: a journal written before `FinishRange`
+//! existed reads the same. A frame that is cut short or fails its CRC ends the
 //! replay of that file (a torn tail: it was never acknowledged).
 //!
 //! A failed write or fsync (a full disk, an I/O error) makes the journal refuse appends: after
@@ -31,6 +33,7 @@ use super::error::ConsumeError;
 const KIND_DELIVER: u8 = 1;
 const KIND_FINISH: u8 = 2;
 const KIND_RESET: u8 = 3;
+const KIND_FINISH_RANGE: u8 = 4;
 const FRAME_HEADER: usize = 8;
 /// No record comes near this; a larger length is corruption.
 const MAX_PAYLOAD: usize = 1 << 20;
@@ -71,6 +74,14 @@ pub enum Record {
         queue_id: u32,
         offset: u64,
     },
+    /// Every offset of `[start, end)` is finished, in flight or not (acks made on another
+    /// broker, merged in bulk: one record instead of one `Finish` per offset).
+    FinishRange {
+        key: StateKey,
+        queue_id: u32,
+        start: u64,
+        end: u64,
+    },
 }
 
 impl Record {
@@ -78,7 +89,8 @@ impl Record {
         match self {
             Record::Deliver { key, .. }
             | Record::Finish { key, .. }
-            | Record::Reset { key, .. } => key,
+            | Record::Reset { key, .. }
+            | Record::FinishRange { key, .. } => key,
         }
     }
 
@@ -101,6 +113,12 @@ impl Record {
                 queue_id,
                 offset,
             } => (KIND_RESET, key, queue_id, offset),
+            Record::FinishRange {
+                key,
+                queue_id,
+                start,
+                ..
+            } => (KIND_FINISH_RANGE, key, queue_id, start),
         };
         w.u8(kind);
         w.str(&key.group);
@@ -119,6 +137,9 @@ impl Record {
             w.u32(*attempt);
             w.i64(*deadline_ms);
             w.opt_str(message_group.as_deref());
+        }
+        if let Record::FinishRange { end, .. } = self {
+            w.u64(*end);
         }
         let payload = w.buf;
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
@@ -155,6 +176,12 @@ impl Record {
                 key,
                 queue_id,
                 offset,
+            },
+            KIND_FINISH_RANGE => Record::FinishRange {
+                key,
+                queue_id,
+                start: offset,
+                end: r.u64()?,
             },
             _ => return Err(DecodeError("unknown record kind")),
         };
@@ -510,6 +537,12 @@ mod tests {
                 key: key(),
                 queue_id: 3,
                 offset: 9,
+            },
+            Record::FinishRange {
+                key: key(),
+                queue_id: 3,
+                start: 10,
+                end: 1 << 40,
             },
         ]
     }

@@ -200,6 +200,54 @@ impl QueueState {
     /// Marks `offset` finished (acked, dead-lettered, filtered out, or gone from the store) and
     /// moves the committed offset past any contiguous finished run.
     pub fn finish(&mut self, offset: u64) {
+        self.forget(offset);
+        if offset >= self.committed {
+            self.done.insert(offset);
+            self.advance_committed();
+        }
+    }
+
+    /// Marks every offset of `[start, end)` finished, in flight and held ones included (a
+    /// merge of acks made elsewhere), and moves the committed offset as [`finish`](Self::finish)
+    /// does. Offsets below the committed offset are already finished; an empty range does
+    /// nothing.
+    pub fn finish_range(&mut self, start: u64, end: u64) {
+        let start = start.max(self.committed);
+        if start >= end {
+            return;
+        }
+        let known: Vec<u64> = self
+            .in_flight
+            .range(start..end)
+            .map(|(o, _)| *o)
+            .chain(self.held.range(start..end).map(|(o, _)| *o))
+            .collect();
+        for o in known {
+            self.forget(o);
+        }
+        self.done.insert_range(start, end);
+        self.advance_committed();
+    }
+
+    /// The parts of `[start, end)` not finished here, as ascending disjoint ranges. Costs one
+    /// step per finished range crossed, not per offset.
+    pub fn unfinished_in(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut o = start.max(self.committed);
+        while o < end {
+            if let Some(done_end) = self.done.end_of_range_containing(o) {
+                o = done_end;
+                continue;
+            }
+            let stop = self.done.next_start_after(o).map_or(end, |s| s.min(end));
+            out.push((o, stop));
+            o = stop;
+        }
+        out
+    }
+
+    /// Drops the in-flight or held entry at `offset`, if any.
+    fn forget(&mut self, offset: u64) {
         if let Some(old) = self.in_flight.remove(&offset) {
             if let Some(g) = &old.message_group {
                 dec(&mut self.in_flight_groups, g);
@@ -207,10 +255,6 @@ impl QueueState {
         }
         if let Some(group) = self.held.remove(&offset) {
             dec(&mut self.held_groups, &group);
-        }
-        if offset >= self.committed {
-            self.done.insert(offset);
-            self.advance_committed();
         }
     }
 
@@ -496,6 +540,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn finish_range_takes_in_flight_and_held_and_moves_committed() {
+        let mut q = QueueState::new(2);
+        q.set_in_flight(3, fl(1, 10, Some("A")));
+        q.hold(4, "A".into());
+        q.set_in_flight(9, fl(2, 10, None));
+        q.finish(7);
+        q.finish_range(0, 6);
+        assert_eq!(q.committed(), 6);
+        assert!(!q.group_blocked("A"));
+        assert_eq!(q.in_flight_len(), 1);
+        assert_eq!(q.held_len(), 0);
+        q.finish_range(6, 7);
+        assert_eq!(q.committed(), 8);
+        q.finish_range(10, 10);
+        q.finish_range(5, 3);
+        assert_eq!(q.committed(), 8);
+        assert_eq!(q.done_ranges().count(), 0);
+        q.finish_range(8, 1 << 40);
+        assert_eq!(q.committed(), 1 << 40);
+        assert_eq!(q.in_flight_len(), 0);
+    }
+
+    #[test]
+    fn unfinished_parts_skip_finished_ranges() {
+        let mut q = QueueState::new(3);
+        q.finish(5);
+        q.finish(6);
+        q.finish(9);
+        q.set_in_flight(4, fl(1, 10, None));
+        assert_eq!(q.unfinished_in(0, 12), vec![(3, 5), (7, 9), (10, 12)]);
+        assert!(q.unfinished_in(5, 7).is_empty());
+        assert_eq!(q.unfinished_in(6, 8), vec![(7, 8)]);
+        assert!(q.unfinished_in(0, 3).is_empty());
+        assert!(q.unfinished_in(8, 8).is_empty());
     }
 
     #[test]

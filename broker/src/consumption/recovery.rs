@@ -5,7 +5,8 @@
 //! snapshot is cut after the journal is rotated, while the records of one (group, topic) are
 //! written in the same critical section as the change they describe, so the snapshot holds a
 //! prefix of the new generation's records for each key, and every record "sets" state (in
-//! flight with these fields / finished / restarted at) rather than adding to it.
+//! flight with these fields / finished / finished over a range / restarted at) rather than
+//! adding to it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -53,6 +54,16 @@ impl TopicState {
             Record::Reset {
                 queue_id, offset, ..
             } => self.queues.entry(*queue_id).or_default().reset(*offset),
+            Record::FinishRange {
+                queue_id,
+                start,
+                end,
+                ..
+            } => self
+                .queues
+                .entry(*queue_id)
+                .or_default()
+                .finish_range(*start, *end),
         }
     }
 

@@ -3,6 +3,7 @@
 mod delivery;
 mod fifo;
 mod long_poll;
+mod merge;
 mod restart;
 mod transfer;
 
@@ -71,6 +72,28 @@ pub(super) fn env_full(
 
 pub(super) fn env() -> Env {
     env_with(|_| {})
+}
+
+/// A second engine over `master`'s store and clock, with a state directory of its own (a
+/// slave whose replica of the messages is the master's store).
+pub(super) fn replica(master: &Env) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("consumption");
+    let c = Consumption::open(
+        master.store.clone(),
+        state_dir.clone(),
+        master.config.clone(),
+    )
+    .unwrap();
+    Env {
+        _dir: dir,
+        state_dir,
+        store: master.store.clone(),
+        store_config: master.store_config.clone(),
+        clock: master.clock.clone(),
+        config: master.config.clone(),
+        c,
+    }
 }
 
 impl Env {

@@ -9,32 +9,11 @@ use super::*;
 use crate::consumption::receipt::ReceiptHandle;
 use crate::consumption::snapshot::{QueueSnapshot, Snapshot};
 
-/// A second engine over `master`'s store and clock, with a state directory of its own.
-fn replica(master: &Env) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("consumption");
-    let c = Consumption::open(
-        master.store.clone(),
-        state_dir.clone(),
-        master.config.clone(),
-    )
-    .unwrap();
-    Env {
-        _dir: dir,
-        state_dir,
-        store: master.store.clone(),
-        store_config: master.store_config.clone(),
-        clock: master.clock.clone(),
-        config: master.config.clone(),
-        c,
-    }
-}
-
-fn queues(image: &[u8]) -> Vec<QueueSnapshot> {
+pub(super) fn queues(image: &[u8]) -> Vec<QueueSnapshot> {
     Snapshot::decode(image).unwrap().queues
 }
 
-fn is_invalid_image<T: std::fmt::Debug>(r: Result<T, ConsumeError>) -> bool {
+pub(super) fn is_invalid_image<T: std::fmt::Debug>(r: Result<T, ConsumeError>) -> bool {
     matches!(r, Err(ConsumeError::InvalidStateImage { .. }))
 }
 
