@@ -184,6 +184,21 @@ pub struct GroupState {
     pub topics: Arc<TopicManager>,
     pub consumption: Consumption,
     pub timer: Arc<Timer>,
+    /// On a slave: the consumption state's version right after the last install (0, the
+    /// version at open, before any), so that changes its own consumers made since are known.
+    pub installed_version: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl GroupState {
+    pub fn new(topics: Arc<TopicManager>, consumption: Consumption, timer: Arc<Timer>) -> Self {
+        let installed = consumption.state_version();
+        GroupState {
+            topics,
+            consumption,
+            timer,
+            installed_version: Arc::new(std::sync::atomic::AtomicU64::new(installed)),
+        }
+    }
 }
 
 impl GroupStateSource for GroupState {
@@ -207,6 +222,12 @@ impl GroupStateSource for GroupState {
             log_offset: 0,
         })
     }
+
+    fn merge_progress(&self, consumption: &[u8]) -> Result<u64, String> {
+        self.consumption
+            .merge_finished(consumption)
+            .map_err(|e| format!("the slave's consumption state: {e}"))
+    }
 }
 
 impl GroupStateSink for GroupState {
@@ -217,12 +238,23 @@ impl GroupStateSink for GroupState {
         self.consumption
             .install_state(&state.consumption)
             .map_err(|e| format!("the master's consumption state: {e}"))?;
+        self.installed_version.store(
+            self.consumption.state_version(),
+            std::sync::atomic::Ordering::Release,
+        );
         self.timer.follow_master(Progress {
             cursor_ms: state.timer_cursor_ms,
             scanned_offset: state.timer_scanned_offset,
             fired: 0,
         });
         Ok(())
+    }
+
+    fn local_progress(&self) -> Option<Vec<u8>> {
+        let installed = self
+            .installed_version
+            .load(std::sync::atomic::Ordering::Acquire);
+        (self.consumption.state_version() != installed).then(|| self.consumption.export_state())
     }
 }
 

@@ -207,11 +207,7 @@ async fn serve(
         &config.identity(),
         &config.replication,
         &store,
-        GroupState {
-            topics: Arc::clone(&topics),
-            consumption: consumption.clone(),
-            timer: Arc::clone(&timer),
-        },
+        GroupState::new(Arc::clone(&topics), consumption.clone(), Arc::clone(&timer)),
         stop_replication.clone(),
     )
     .await

@@ -17,7 +17,9 @@
   ``ROCKETLOG_REPL_LIMIT`` distinct messages when that is set (else until it has seen every
   acknowledged id, counting those this group acked in earlier phases, or nothing more comes).
   The ids it acks are appended to ``ROCKETLOG_REPL_CONSUMED``; deliveries of ids already in that
-  file (acked before, on another master) are counted as redelivered. Prints ``CONSUMED <n>
+  file (acked before, on another master) are counted as redelivered. With
+  ``ROCKETLOG_REPL_DRAIN=1`` it receives until nothing more comes even when every acknowledged id
+  was acked before (to catch redeliveries). Prints ``CONSUMED <n>
   REDELIVERED <n> MISSING <n> DUPLICATES <n>`` and, without a limit, fails if an acknowledged id
   was never delivered to the group.
 """
@@ -112,6 +114,7 @@ def read(s, topic, state):
 def consume(s, topic, state):
     group = os.environ["ROCKETLOG_REPL_GROUP"]
     limit = int(os.environ.get("ROCKETLOG_REPL_LIMIT", "0")) or None
+    drain = os.environ.get("ROCKETLOG_REPL_DRAIN") == "1"
     consumed_path = os.environ["ROCKETLOG_REPL_CONSUMED"]
     before = set(acked(consumed_path))
     expected = set(acked(state))
@@ -124,7 +127,7 @@ def consume(s, topic, state):
         while idle < 3:
             if limit is not None and len(seen) >= limit:
                 break
-            if limit is None and expected <= before | seen:
+            if limit is None and not drain and expected <= before | seen:
                 break
             batch = 32 if limit is None else max(1, min(32, limit - len(seen)))
             msgs = consumer.receive(batch, s.invisible)

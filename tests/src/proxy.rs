@@ -12,6 +12,8 @@ use std::time::Duration;
 
 #[derive(Debug, Default)]
 struct State {
+    /// Where new connections go (changed by [`FaultProxy::retarget`]).
+    target: Option<SocketAddr>,
     cut: bool,
     /// Bumped by every heal: connections of an older generation are closed.
     generation: u64,
@@ -40,10 +42,11 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
+        shared.state.lock().unwrap().target = Some(target);
         let s = Arc::clone(&shared);
         thread::Builder::new()
             .name("fault-proxy".into())
-            .spawn(move || accept_loop(listener, target, s))?;
+            .spawn(move || accept_loop(listener, s))?;
         Ok(FaultProxy { addr, shared })
     }
 
@@ -73,6 +76,12 @@ impl FaultProxy {
         self.shared.changed.notify_all();
     }
 
+    /// New connections go to `target` from now on (a restarted server on another port);
+    /// open ones stay where they are.
+    pub fn retarget(&self, target: SocketAddr) {
+        self.shared.state.lock().unwrap().target = Some(target);
+    }
+
     /// Bytes forwarded so far (both directions).
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::Relaxed)
@@ -94,12 +103,15 @@ impl Drop for FaultProxy {
     }
 }
 
-fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     for conn in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(client) = conn else { continue };
+        let Some(target) = shared.state.lock().unwrap().target else {
+            continue;
+        };
         let Ok(upstream) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
             continue;
         };

@@ -473,9 +473,21 @@ fn a_slave_serves_reads_when_its_master_is_gone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let master_dir = dir.path().join("master");
     let mut master = Broker::start(&master_dir, config(&master_dir, 0, "sync", None));
-    let repl = master.replication.clone().expect("replication port");
+    let repl = |m: &Broker| -> std::net::SocketAddr {
+        m.replication
+            .clone()
+            .expect("replication port")
+            .parse()
+            .expect("address")
+    };
+    // The slave dials the master through a proxy, which follows the master to its new port
+    // when it restarts.
+    let proxy = FaultProxy::start(repl(&master)).expect("proxy");
     let slave_dir = dir.path().join("slave");
-    let slave = Broker::start(&slave_dir, config(&slave_dir, 1, "sync", Some(&repl)));
+    let slave = Broker::start(
+        &slave_dir,
+        config(&slave_dir, 1, "sync", Some(&proxy.address().to_string())),
+    );
     master.wait_logged("slave connected", 0, &slave);
     let state = dir.path().join("acked");
     phase(&master, &state, "send", "ok", 30);
@@ -514,6 +526,16 @@ fn a_slave_serves_reads_when_its_master_is_gone() {
         "a send to the masterless group failed after {:?}",
         started.elapsed()
     );
+
+    // The master comes back and takes the acks the slave's consumers made meanwhile: none of
+    // those messages is delivered again.
+    master.restart();
+    proxy.retarget(repl(&master));
+    master.wait_logged("took the acks the slave's consumers made", 0, &slave);
+    let mut env = group_env.to_vec();
+    env.push(("ROCKETLOG_REPL_DRAIN", "1".to_owned()));
+    let out = phase_with(&master, &state, "consume", "ok", 0, &env);
+    assert!(out.contains("CONSUMED 0 REDELIVERED 0 MISSING 0"), "{out}");
 }
 
 /// `rocketlog admin stats` of `broker`.

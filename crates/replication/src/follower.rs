@@ -39,6 +39,9 @@ pub struct FollowerSettings {
 /// arrives. Called off the async workers: it may write files and fsync.
 pub trait GroupStateSink: Send + Sync + std::fmt::Debug {
     fn install(&self, state: pb::GroupState) -> Result<(), String>;
+    /// The slave's own consumption state if its consumers changed it since the last install
+    /// (it served them while it had no master), for the master to merge; else `None`.
+    fn local_progress(&self) -> Option<Vec<u8>>;
 }
 
 /// What the slave knows about its replication, for status and admin output.
@@ -177,6 +180,22 @@ async fn follow_once(
         })
         .await
         .map_err(|_| "the request stream closed".to_owned())?;
+    if let Some(sink) = sink {
+        let sink = Arc::clone(sink);
+        let progress = tokio::task::spawn_blocking(move || sink.local_progress())
+            .await
+            .map_err(|e| format!("exporting this slave's consumer progress: {e}"))?;
+        if let Some(consumption) = progress {
+            req_tx
+                .send(pb::FollowRequest {
+                    kind: Some(pb::follow_request::Kind::Progress(pb::SlaveProgress {
+                        consumption,
+                    })),
+                })
+                .await
+                .map_err(|_| "the request stream closed".to_owned())?;
+        }
+    }
     let mut incoming = client
         .follow(ReceiverStream::new(req_rx))
         .await

@@ -49,6 +49,10 @@ pub trait GroupStateSource: Send + Sync + std::fmt::Debug {
     fn version(&self) -> u64;
     /// The state now. `log_offset` is filled in by the caller, after this returns.
     fn snapshot(&self) -> Result<pb::GroupState, String>;
+    /// Counts as finished here every message a slave's consumers acked while it had no
+    /// master (`consumption` as in [`pb::SlaveProgress`]); returns how many were new. Called
+    /// off the async workers.
+    fn merge_progress(&self, consumption: &[u8]) -> Result<u64, String>;
 }
 
 /// Why a sync-replicated send could not be confirmed. The message is stored on the master in
@@ -441,6 +445,9 @@ async fn read_acks(
                 Some(Ok(pb::FollowRequest { kind: Some(pb::follow_request::Kind::Ack(a)) })) => {
                     master.ack(id, session, a.log_end_offset, a.durable_offset);
                 }
+                Some(Ok(pb::FollowRequest { kind: Some(pb::follow_request::Kind::Progress(p)) })) => {
+                    merge_progress(&master, id, p.consumption).await;
+                }
                 Some(Ok(_)) => break "the slave sent something other than an Ack".to_owned(),
                 Some(Err(e)) => break format!("stream error: {}", e.message()),
                 None => break "the slave closed its stream".to_owned(),
@@ -450,6 +457,28 @@ async fn read_acks(
     stop.cancel();
     master.disconnect(id, session);
     tracing::info!(slave = id, reason = %why, "slave disconnected");
+}
+
+/// Takes the acks a slave's consumers made while it had no master.
+async fn merge_progress(master: &Master, id: ReplicaId, consumption: Vec<u8>) {
+    let Some(source) = master.group_state.clone() else {
+        return;
+    };
+    let merged = tokio::task::spawn_blocking(move || source.merge_progress(&consumption)).await;
+    match merged {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(
+            slave = id,
+            finished = n,
+            "took the acks the slave's consumers made while it had no master"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(slave = id, error = %e, "could not take the slave's consumer progress; those messages may be delivered again")
+        }
+        Err(e) => {
+            tracing::warn!(slave = id, error = %e, "taking the slave's consumer progress failed")
+        }
+    }
 }
 
 /// Sends the log from `from` as it grows, heartbeats while idle.
