@@ -9,7 +9,8 @@
   SLAVE_PERSISTENCE_TIMEOUT, 50402), ``until-failure`` (each producer stops at its first failure,
   whatever it is: the harness kills the master meanwhile), ``slave`` (the first send fails with INTERNAL_SERVER_ERROR,
   50001, saying the broker is a replica: sent to a slave), or ``any`` (failures allowed; counted and reported, as while
-  a master is being killed). Prints ``SENT <acked> FAILED <failed>``.
+  a master is being killed). With ``ROCKETLOG_REPL_DELAY_SECS`` the messages are delayed: due
+  that many whole seconds after the next second. Prints ``SENT <acked> FAILED <failed>``.
 - ``read``: a new consumer group receives and acks every message of the topic until it has
   seen every acknowledged id (or nothing more comes); prints ``READ <distinct> MISSING <n>
   DUPLICATES <n>``, and fails if an acknowledged id is missing.
@@ -26,6 +27,7 @@
 
 import os
 import threading
+import time
 
 from scenario import Scenario, ScenarioFailed
 
@@ -45,6 +47,7 @@ def send(s, topic, state):
     expect = os.environ.get("ROCKETLOG_REPL_EXPECT", "ok")
     count = int(os.environ.get("ROCKETLOG_REPL_COUNT", "20"))
     producers = int(os.environ.get("ROCKETLOG_REPL_PRODUCERS", "1"))
+    delay = os.environ.get("ROCKETLOG_REPL_DELAY_SECS")
     lock = threading.Lock()
     results = {"acked": 0, "failed": 0, "errors": []}
     out = open(state, "a")
@@ -53,6 +56,8 @@ def send(s, topic, state):
         producer = s.producer([topic])
         for n in range(count):
             msg = s.message(topic, f"repl-{p}-{n}-{s.suffix}".encode(), tag="R", keys=(f"k-{p}-{n}",))
+            if delay is not None:
+                msg.delivery_timestamp = int(time.time()) + 1 + int(delay)
             try:
                 receipt = producer.send(msg)
             except Exception as e:  # noqa: BLE001 - the client raises a plain Exception

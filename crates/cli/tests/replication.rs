@@ -538,6 +538,45 @@ fn a_slave_serves_reads_when_its_master_is_gone() {
     assert!(out.contains("CONSUMED 0 REDELIVERED 0 MISSING 0"), "{out}");
 }
 
+#[test]
+fn a_promoted_slave_does_not_deliver_again_the_delayed_messages_its_master_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master_dir = dir.path().join("master");
+    let mut master = Broker::start(&master_dir, config(&master_dir, 0, "sync", None));
+    let repl = master.replication.clone().expect("replication port");
+    let slave_dir = dir.path().join("slave");
+    let slave = Broker::start(&slave_dir, config(&slave_dir, 1, "sync", Some(&repl)));
+    master.wait_logged("slave connected", 0, &slave);
+    let state = dir.path().join("acked");
+    let group_env = [
+        ("ROCKETLOG_REPL_GROUP", "delayed".to_owned()),
+        (
+            "ROCKETLOG_REPL_CONSUMED",
+            dir.path().join("consumed").display().to_string(),
+        ),
+    ];
+    let delayed = |secs: &str| [("ROCKETLOG_REPL_DELAY_SECS", secs.to_owned())];
+    // Ten delayed messages come due and are delivered by the master's timer...
+    phase_with(&master, &state, "send", "ok", 10, &delayed("1"));
+    let out = phase_with(&master, &state, "consume", "ok", 0, &group_env);
+    assert!(out.contains("CONSUMED 10 REDELIVERED 0 MISSING 0"), "{out}");
+    // ...ten more are still pending when it dies.
+    phase_with(&master, &state, "send", "ok", 10, &delayed("4"));
+    wait_group_copied(&master, &slave, "delayed");
+    master.kill();
+    let out = promote(&slave, false);
+    assert!(out.contains("promoted"), "{out}");
+    // The new master's timer delivers the pending ten, and not the first ten again.
+    let mut env = group_env.to_vec();
+    env.push(("ROCKETLOG_REPL_DRAIN", "1".to_owned()));
+    let out = phase_with(&slave, &state, "consume", "any", 0, &env);
+    assert!(
+        out.contains("CONSUMED 10 REDELIVERED 0 MISSING 0 DUPLICATES 0"),
+        "{out}\n{}",
+        slave.logs()
+    );
+}
+
 /// `rocketlog admin stats` of `broker`.
 fn stats_text(broker: &Broker) -> String {
     let out = Command::new(BIN)
