@@ -302,6 +302,8 @@ pub struct GroupRole {
     settings: ReplicationSettings,
     store: Store,
     state: GroupState,
+    /// The address clients dial on this broker (told to slaves while it is master).
+    client_address: String,
     role: RwLock<Role>,
     promoting: tokio::sync::Mutex<()>,
     /// Bumped on every change of role.
@@ -318,6 +320,7 @@ impl GroupRole {
         settings: &ReplicationSettings,
         store: &Store,
         state: GroupState,
+        client_address: String,
         shutdown: CancellationToken,
     ) -> Result<GroupRole, BrokerError> {
         let dir = identity.store_dir.clone();
@@ -352,13 +355,22 @@ impl GroupRole {
             })
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
-            master_role(identity, settings, store, &state, history, &shutdown)
+            master_role(
+                identity,
+                settings,
+                store,
+                &state,
+                &client_address,
+                history,
+                &shutdown,
+            )
         };
         Ok(GroupRole {
             identity: identity.clone(),
             settings: settings.clone(),
             store: store.clone(),
             state,
+            client_address,
             role: RwLock::new(role),
             promoting: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
@@ -477,6 +489,7 @@ impl GroupRole {
             &self.settings,
             &self.store,
             &self.state,
+            &self.client_address,
             history,
             &self.shutdown,
         );
@@ -544,6 +557,7 @@ fn master_role(
     settings: &ReplicationSettings,
     store: &Store,
     state: &GroupState,
+    client_address: &str,
     history: EpochHistory,
     shutdown: &CancellationToken,
 ) -> Role {
@@ -561,6 +575,7 @@ fn master_role(
                 },
                 heartbeat_interval: Duration::from_millis(settings.heartbeat_interval_ms),
                 state_interval: Duration::from_millis(settings.state_interval_ms),
+                client_address: client_address.to_owned(),
             },
             history,
             Some(source),

@@ -16,6 +16,16 @@ pub use crate::nameserver_client::BrokerQueues;
 use crate::nameserver_client::NameserverClient;
 use crate::topics::TopicConfig;
 
+/// What a slave knows of its group's master, for its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveView {
+    pub broker_id: u64,
+    /// Following the master right now.
+    pub following: bool,
+    /// Where clients reach the master (from its welcome).
+    pub master_client_address: String,
+}
+
 /// A nameserver answer and when it was fetched.
 type Cached = (Instant, Arc<Vec<BrokerQueues>>);
 
@@ -41,14 +51,13 @@ impl RouteTable {
     /// The route of `topic`: this broker group's entry (from `local`, if the topic exists
     /// here) plus the other broker groups the nameservers know, ordered by broker name.
     ///
-    /// On a slave (`slave` = its broker id and whether it is following its master), the group's
-    /// entry is the master's while the master is reachable, and this slave's, read-only, while
-    /// it is not: consumers keep receiving what was replicated.
+    /// On a slave, the group's entry is the master's while the slave follows it, and this
+    /// slave's, read-only, while it does not: consumers keep receiving what was replicated.
     pub async fn route(
         &self,
         topic: &str,
         local: Option<&TopicConfig>,
-        slave: Option<(u64, bool)>,
+        slave: Option<&SlaveView>,
     ) -> Vec<BrokerQueues> {
         let remote = self.remote(topic).await;
         let mut out: Vec<BrokerQueues> = remote
@@ -60,15 +69,19 @@ impl RouteTable {
             let own = BrokerQueues::local(&self.broker_name, t);
             out.push(match slave {
                 None => own,
-                Some((id, following)) => remote
+                Some(s) if s.following => remote
                     .iter()
-                    .find(|b| following && b.broker_name == self.broker_name && b.broker_id == 0)
+                    .find(|b| b.broker_name == self.broker_name && b.broker_id == 0)
                     .cloned()
                     .unwrap_or(BrokerQueues {
-                        broker_id: id,
-                        permission: crate::nameserver_client::read_only(own.permission),
+                        address: Some(s.master_client_address.clone()),
                         ..own
                     }),
+                Some(s) => BrokerQueues {
+                    broker_id: s.broker_id,
+                    permission: crate::nameserver_client::read_only(own.permission),
+                    ..own
+                },
             });
         }
         out.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));

@@ -208,6 +208,7 @@ async fn serve(
         &config.replication,
         &store,
         GroupState::new(Arc::clone(&topics), consumption.clone(), Arc::clone(&timer)),
+        endpoint.address(),
         stop_replication.clone(),
     )
     .await

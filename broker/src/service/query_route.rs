@@ -12,7 +12,7 @@ use super::error::{ok, ApiError};
 use super::validate;
 use crate::broker::Broker;
 use crate::config::parse_host_port;
-use crate::routes::BrokerQueues;
+use crate::routes::{BrokerQueues, SlaveView};
 use crate::topics::{Permission, TopicConfig, TopicMessageType};
 
 pub async fn handle(b: &Broker, req: v2::QueryRouteRequest) -> v2::QueryRouteResponse {
@@ -67,11 +67,15 @@ pub(super) async fn topic_route(
     create: bool,
 ) -> Result<Vec<BrokerQueues>, ApiError> {
     let local = b.topics.get(topic);
-    let slave = b
-        .role
-        .follower_status()
-        .map(|(status, _)| (b.role.broker_id(), status.connected));
-    let brokers = b.routes.route(topic, local.as_deref(), slave).await;
+    let slave = b.role.follower_status().map(|(status, _)| SlaveView {
+        broker_id: b.role.broker_id(),
+        following: status.connected && !status.master_client_address.is_empty(),
+        master_client_address: status.master_client_address,
+    });
+    let brokers = b
+        .routes
+        .route(topic, local.as_deref(), slave.as_ref())
+        .await;
     if !brokers.is_empty() {
         return Ok(brokers);
     }

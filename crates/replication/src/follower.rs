@@ -57,6 +57,8 @@ pub struct FollowerStatus {
     pub last_heard: Option<Instant>,
     /// The master's log end when the group state last installed was taken.
     pub state_log_offset: u64,
+    /// The address clients dial on the master, as its welcome said (empty until then).
+    pub master_client_address: String,
     /// This slave's log end and durable end.
     pub log_end_offset: u64,
     pub durable_offset: u64,
@@ -230,6 +232,7 @@ async fn follow_once(
                 let mut st = status.lock();
                 st.connected = true;
                 st.master_end_offset = w.log_end_offset;
+                st.master_client_address = w.client_address;
                 st.last_heard = Some(Instant::now());
                 st.last_error = None;
                 tracing::info!(

@@ -40,6 +40,8 @@ pub struct MasterSettings {
     /// The group state (topics, consumption, timer progress) goes to each slave when it
     /// changed, at most this often.
     pub state_interval: Duration,
+    /// The address clients dial on this master, told to slaves for their routes.
+    pub client_address: String,
 }
 
 /// The broker's state outside the commit log that slaves keep a copy of (see
@@ -410,6 +412,7 @@ impl LogReplication for MasterService {
                 epochs: to_pb_epochs(&master.epochs()),
                 log_start_offset: start.0,
                 log_end_offset: end.0,
+                client_address: master.settings.client_address.clone(),
             })),
         };
         if tx.send(Ok(welcome)).await.is_err() {
