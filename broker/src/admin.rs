@@ -386,6 +386,7 @@ impl Admin for AdminApi {
                 crate::replication::ReplicationMode::Async => "async",
             }
             .to_owned(),
+            epoch: b.role.epoch(),
         }))
     }
 }

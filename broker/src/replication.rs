@@ -304,6 +304,8 @@ pub struct GroupRole {
     state: GroupState,
     /// The address clients dial on this broker (told to slaves while it is master).
     client_address: String,
+    /// The epoch this broker began as master (0 while it never was).
+    epoch: std::sync::atomic::AtomicU64,
     role: RwLock<Role>,
     promoting: tokio::sync::Mutex<()>,
     /// Bumped on every change of role.
@@ -327,6 +329,7 @@ impl GroupRole {
         let epochs = tokio::task::spawn_blocking(move || open_epochs(&dir))
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
+        let mut epoch = 0;
         let role = if identity.broker_id != 0 {
             store.set_replica(true);
             let sink: Arc<dyn GroupStateSink> = Arc::new(state.clone());
@@ -355,6 +358,7 @@ impl GroupRole {
             })
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
+            epoch = next;
             master_role(
                 identity,
                 settings,
@@ -371,6 +375,7 @@ impl GroupRole {
             store: store.clone(),
             state,
             client_address,
+            epoch: std::sync::atomic::AtomicU64::new(epoch),
             role: RwLock::new(role),
             promoting: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
@@ -407,6 +412,14 @@ impl GroupRole {
             _ => return Ok(()),
         };
         master.wait_replicated(end, timeout).await
+    }
+
+    /// The epoch this broker writes under (master) or last followed (slave); 0 before any.
+    pub fn epoch(&self) -> u64 {
+        match &*self.role.read() {
+            Role::Master { .. } => self.epoch.load(std::sync::atomic::Ordering::Acquire),
+            Role::Slave { follower } => follower.status().epoch,
+        }
     }
 
     /// The slaves a master sees connected.
@@ -494,6 +507,8 @@ impl GroupRole {
             &self.shutdown,
         );
         self.store.set_replica(false);
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
         *self.role.write() = role;
         self.changes.send_modify(|v| *v += 1);
         if force && lost_bytes > 0 {

@@ -397,8 +397,8 @@ async fn stats(client: &mut AdminClient<Channel>) -> anyhow::Result<()> {
     );
     println!("topics / queues  {} / {}", s.topic_count, s.queue_count);
     println!(
-        "role             {} ({} replication)",
-        s.role, s.replication_mode
+        "role             {} ({} replication), epoch {}",
+        s.role, s.replication_mode, s.epoch
     );
     for r in &s.slaves {
         println!(

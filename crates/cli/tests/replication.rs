@@ -441,7 +441,12 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     let a_end = stat(&a, " .. ");
     a.kill();
     let out = promote(&b, false);
-    assert!(out.contains("promoted"), "{out}");
+    assert!(out.contains("promoted: master of epoch 2"), "{out}");
+    let stats = stats_text(&b);
+    assert!(
+        stats.contains("role             master (sync replication), epoch 2"),
+        "{stats}"
+    );
     let b_start = stat(&b, " .. ");
     assert!(
         a_end > b_start,
@@ -461,6 +466,11 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
         a.logs()
     );
     wait_identical(&b, &a);
+    let stats = stats_text(&a);
+    assert!(
+        stats.contains("role             slave (sync replication), epoch 2"),
+        "{stats}"
+    );
     // Everything acknowledged is there; sends succeed again now that the group has a slave.
     phase(&b, &state, "send", "ok", 5);
     wait_identical(&b, &a);

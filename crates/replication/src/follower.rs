@@ -59,6 +59,8 @@ pub struct FollowerStatus {
     pub state_log_offset: u64,
     /// The address clients dial on the master, as its welcome said (empty until then).
     pub master_client_address: String,
+    /// The master's epoch, as its welcome said (0 until then).
+    pub epoch: u64,
     /// This slave's log end and durable end.
     pub log_end_offset: u64,
     pub durable_offset: u64,
@@ -233,6 +235,7 @@ async fn follow_once(
                 st.connected = true;
                 st.master_end_offset = w.log_end_offset;
                 st.master_client_address = w.client_address;
+                st.epoch = w.epoch;
                 st.last_heard = Some(Instant::now());
                 st.last_error = None;
                 tracing::info!(
