@@ -187,6 +187,9 @@ pub struct GroupState {
     /// On a slave: the consumption state's version right after the last install (0, the
     /// version at open, before any), so that changes its own consumers made since are known.
     pub installed_version: Arc<std::sync::atomic::AtomicU64>,
+    /// Held by an install; a promotion takes it to end the copying: once it holds it, no
+    /// install of an old master's state can land on the new master.
+    accepting: Arc<parking_lot::Mutex<bool>>,
 }
 
 impl GroupState {
@@ -197,7 +200,14 @@ impl GroupState {
             consumption,
             timer,
             installed_version: Arc::new(std::sync::atomic::AtomicU64::new(installed)),
+            accepting: Arc::new(parking_lot::Mutex::new(true)),
         }
+    }
+
+    /// Refuses every later install (and waits for one in progress): this broker is becoming
+    /// its group's master.
+    fn stop_installing(&self) {
+        *self.accepting.lock() = false;
     }
 }
 
@@ -232,6 +242,10 @@ impl GroupStateSource for GroupState {
 
 impl GroupStateSink for GroupState {
     fn install(&self, state: pb::GroupState) -> Result<(), String> {
+        let accepting = self.accepting.lock();
+        if !*accepting {
+            return Err("this broker is no longer a slave".into());
+        }
         self.topics
             .install(&state.topics)
             .map_err(|e| format!("the master's topic table: {e}"))?;
@@ -486,6 +500,11 @@ impl GroupRole {
                 "the follower did not stop cleanly; restart the broker and try again".into(),
             ));
         };
+        // An install still running on the blocking pool finishes before this returns.
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.stop_installing())
+            .await
+            .map_err(|e| PromoteError::Failed(e.to_string()))?;
         let end = self.store.log_range().1 .0;
         let epoch = epochs.history().last().map_or(1, |e| e.epoch + 1);
         let history = tokio::task::spawn_blocking(move || {
@@ -496,7 +515,11 @@ impl GroupRole {
         })
         .await
         .map_err(|e| PromoteError::Failed(e.to_string()))?
-        .map_err(|e| PromoteError::Failed(format!("recording epoch {epoch}: {e}")))?;
+        .map_err(|e| {
+            PromoteError::Failed(format!(
+                "recording epoch {epoch}: {e}; it no longer follows its master: restart it"
+            ))
+        })?;
         let role = master_role(
             &self.identity,
             &self.settings,
