@@ -370,24 +370,35 @@ fn a_sync_slave_stays_identical_through_a_mixed_load_and_catches_up_after_a_cras
     assert!(out.contains("MISSING 0"), "{out}");
 }
 
-#[test]
-fn a_cut_link_times_sync_sends_out_and_they_succeed_once_it_heals() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let master_dir = dir.path().join("master");
-    let master = Broker::start(&master_dir, config(&master_dir, 0, "sync", None));
-    let repl: std::net::SocketAddr = master
-        .replication
+/// The replication address `m` announced.
+fn replication_addr(m: &Broker) -> std::net::SocketAddr {
+    m.replication
         .clone()
         .expect("replication port")
         .parse()
-        .expect("address");
-    let proxy = FaultProxy::start(repl).expect("proxy");
-    let slave_dir = dir.path().join("slave");
+        .expect("address")
+}
+
+/// A sync group in `dir`: a master, and a slave that follows it through a fault-injecting
+/// proxy (which can cut the link, or follow a restarted master to its new port); the slave is
+/// connected when this returns.
+fn group_via_proxy(dir: &Path) -> (Broker, FaultProxy, Broker) {
+    let master_dir = dir.join("master");
+    let master = Broker::start(&master_dir, config(&master_dir, 0, "sync", None));
+    let proxy = FaultProxy::start(replication_addr(&master)).expect("proxy");
+    let slave_dir = dir.join("slave");
     let slave = Broker::start(
         &slave_dir,
         config(&slave_dir, 1, "sync", Some(&proxy.address().to_string())),
     );
     master.wait_logged("slave connected", 0, &slave);
+    (master, proxy, slave)
+}
+
+#[test]
+fn a_cut_link_times_sync_sends_out_and_they_succeed_once_it_heals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (master, proxy, slave) = group_via_proxy(dir.path());
     let state = dir.path().join("acked");
     phase(&master, &state, "send", "ok", 10);
 
@@ -409,16 +420,7 @@ fn a_cut_link_times_sync_sends_out_and_they_succeed_once_it_heals() {
 #[test]
 fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a_dir = dir.path().join("a");
-    let mut a = Broker::start(&a_dir, config(&a_dir, 0, "sync", None));
-    let repl = |m: &Broker| m.replication.clone().expect("replication port");
-    let proxy = FaultProxy::start(repl(&a).parse().expect("address")).expect("proxy");
-    let b_dir = dir.path().join("b");
-    let b = Broker::start(
-        &b_dir,
-        config(&b_dir, 1, "sync", Some(&proxy.address().to_string())),
-    );
-    a.wait_logged("slave connected", 0, &b);
+    let (mut a, proxy, b) = group_via_proxy(dir.path());
     let state = dir.path().join("acked");
     phase(&a, &state, "send", "ok", 20);
     wait_identical(&a, &b);
@@ -456,8 +458,10 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     // stored all the same), so the old master's tail now conflicts with them.
     phase(&b, &state, "send", "ha", 2);
     assert!(stat(&b, " .. ") > b_start);
+    let a_dir = a.data.clone();
     drop(a);
-    a = Broker::start(&a_dir, config(&a_dir, 1, "sync", Some(&repl(&b))));
+    let b_repl = b.replication.clone().expect("replication port");
+    a = Broker::start(&a_dir, config(&a_dir, 1, "sync", Some(&b_repl)));
     b.wait_logged("slave connected", 0, &a);
     assert_eq!(
         a.logged("cutting them before following"),
@@ -481,24 +485,7 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
 #[test]
 fn a_slave_serves_reads_when_its_master_is_gone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let master_dir = dir.path().join("master");
-    let mut master = Broker::start(&master_dir, config(&master_dir, 0, "sync", None));
-    let repl = |m: &Broker| -> std::net::SocketAddr {
-        m.replication
-            .clone()
-            .expect("replication port")
-            .parse()
-            .expect("address")
-    };
-    // The slave dials the master through a proxy, which follows the master to its new port
-    // when it restarts.
-    let proxy = FaultProxy::start(repl(&master)).expect("proxy");
-    let slave_dir = dir.path().join("slave");
-    let slave = Broker::start(
-        &slave_dir,
-        config(&slave_dir, 1, "sync", Some(&proxy.address().to_string())),
-    );
-    master.wait_logged("slave connected", 0, &slave);
+    let (mut master, proxy, slave) = group_via_proxy(dir.path());
     let state = dir.path().join("acked");
     phase(&master, &state, "send", "ok", 25);
     // A client pointed at the slave is routed to the master while the slave follows it.
@@ -543,7 +530,7 @@ fn a_slave_serves_reads_when_its_master_is_gone() {
     // The master comes back and takes the acks the slave's consumers made meanwhile: none of
     // those messages is delivered again.
     master.restart();
-    proxy.retarget(repl(&master));
+    proxy.retarget(replication_addr(&master));
     master.wait_logged("took the acks the slave's consumers made", 0, &slave);
     let mut env = group_env.to_vec();
     env.push(("ROCKETLOG_REPL_DRAIN", "1".to_owned()));
