@@ -364,11 +364,13 @@ impl GroupRole {
             let mut epochs = epochs;
             let next = epochs.history().last().map_or(1, |e| e.epoch + 1);
             let end = store.log_range().1 .0;
+            let dir = identity.store_dir.clone();
             let history = tokio::task::spawn_blocking(move || {
                 epochs
                     .begin(next, end)
-                    .map(|()| epochs.history().clone())
-                    .map_err(|e| BrokerError::Replication(e.to_string()))
+                    .map_err(|e| BrokerError::Replication(e.to_string()))?;
+                own_epochs::add(&dir, next, end)?;
+                Ok::<_, BrokerError>(epochs.history().clone())
             })
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
@@ -507,11 +509,11 @@ impl GroupRole {
             .map_err(|e| PromoteError::Failed(e.to_string()))?;
         let end = self.store.log_range().1 .0;
         let epoch = epochs.history().last().map_or(1, |e| e.epoch + 1);
+        let dir = self.identity.store_dir.clone();
         let history = tokio::task::spawn_blocking(move || {
-            epochs
-                .begin(epoch, end)
-                .map(|()| epochs.history().clone())
-                .map_err(|e| e.to_string())
+            epochs.begin(epoch, end).map_err(|e| e.to_string())?;
+            own_epochs::add(&dir, epoch, end).map_err(|e| e.to_string())?;
+            Ok::<_, String>(epochs.history().clone())
         })
         .await
         .map_err(|e| PromoteError::Failed(e.to_string()))?
@@ -693,6 +695,22 @@ pub async fn prepare_store(
     if to >= end {
         return Ok(store);
     }
+    let dir = identity.store_dir.clone();
+    let own = tokio::task::spawn_blocking(move || own_epochs::load(&dir))
+        .await
+        .map_err(|e| BrokerError::Task(e.to_string()))??;
+    if let Some(e) = own_epochs::would_lose(&own, epochs.history(), end, to, &comparison.epochs) {
+        return Err(BrokerError::Replication(format!(
+            "this broker was the master of epoch {} (from log offset {}) and acknowledged sends \
+             in it, which {} does not have: following it would cut them (offsets {to} to \
+             {end}). Start this broker as its group's master (broker_id = 0) and make the \
+             other a slave, or, to discard those messages, delete {}",
+            e.epoch,
+            e.start_offset,
+            follower_settings.master_address,
+            own_epochs::path(&identity.store_dir).display()
+        )));
+    }
     tracing::warn!(
         from = to,
         to = end,
@@ -720,6 +738,104 @@ pub async fn prepare_store(
         "divergent tail cut; following the master from here"
     );
     Ok(cut)
+}
+
+/// The epochs this broker began as master (`store/epochs.own`: one `epoch start_offset` line
+/// each). A slave never cuts a tail holding one of them that its master does not have: those
+/// bytes were acknowledged by this broker.
+mod own_epochs {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use rocketlog_proto::replication::v1 as pb;
+    use rocketlog_replication::{EpochEntry, EpochHistory};
+
+    use crate::error::BrokerError;
+
+    const FILE_NAME: &str = "epochs.own";
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    fn io(what: &'static str, path: &Path, source: std::io::Error) -> BrokerError {
+        BrokerError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn load(dir: &Path) -> Result<Vec<EpochEntry>, BrokerError> {
+        let path = path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("reading", &path, e)),
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut w = l.split_whitespace().map(str::parse::<u64>);
+                match (w.next(), w.next(), w.next()) {
+                    (Some(Ok(epoch)), Some(Ok(start_offset)), None) => Ok(EpochEntry {
+                        epoch,
+                        start_offset,
+                    }),
+                    _ => Err(BrokerError::Replication(format!(
+                        "{}: bad line {l:?} (want \"epoch start_offset\")",
+                        path.display()
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Records that this broker began `epoch` at `start_offset` as master, durably.
+    pub fn add(dir: &Path, epoch: u64, start_offset: u64) -> Result<(), BrokerError> {
+        let mut all = load(dir)?;
+        all.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
+        let text: String = all
+            .iter()
+            .map(|e| format!("{} {}\n", e.epoch, e.start_offset))
+            .collect();
+        let path = path(dir);
+        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io("writing", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing", dir, e))
+    }
+
+    /// The first epoch this broker began whose bytes a cut of the local log from `to` to
+    /// `end` would remove while the master (`master`'s epochs) does not have it.
+    pub fn would_lose(
+        own: &[EpochEntry],
+        local: &EpochHistory,
+        end: u64,
+        to: u64,
+        master: &[pb::Epoch],
+    ) -> Option<EpochEntry> {
+        own.iter().copied().find(|e| {
+            let Some(range_end) = local.end_of(e.epoch, end) else {
+                // Not in this log's history (cut before): nothing of it is left to lose.
+                return false;
+            };
+            let wrote = e.start_offset < range_end;
+            let cut = range_end > to;
+            let master_has = master
+                .iter()
+                .any(|m| m.epoch == e.epoch && m.start_offset == e.start_offset);
+            wrote && cut && !master_has
+        })
+    }
 }
 
 fn open_epochs(dir: &Path) -> Result<EpochFile, BrokerError> {

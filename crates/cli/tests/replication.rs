@@ -420,7 +420,7 @@ fn a_cut_link_times_sync_sends_out_and_they_succeed_once_it_heals() {
 #[test]
 fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut a, proxy, b) = group_via_proxy(dir.path());
+    let (mut a, proxy, mut b) = group_via_proxy(dir.path());
     let state = dir.path().join("acked");
     phase(&a, &state, "send", "ok", 20);
     wait_identical(&a, &b);
@@ -458,8 +458,22 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     // stored all the same), so the old master's tail now conflicts with them.
     phase(&b, &state, "send", "ha", 2);
     assert!(stat(&b, " .. ") > b_start);
-    let a_dir = a.data.clone();
+    // An operator who forgot the switch-over restarts the old master as master and the
+    // promoted one as its slave: the promoted one refuses, since following would cut the
+    // messages it acknowledged as master of epoch 2.
+    let (a_dir, b_dir) = (a.data.clone(), b.data.clone());
     drop(a);
+    drop(b);
+    let old_master = Broker::start(&a_dir, config(&a_dir, 0, "sync", None));
+    let old_repl = old_master.replication.clone().expect("replication port");
+    let refused = start_refused(&b_dir, config(&b_dir, 1, "sync", Some(&old_repl)));
+    assert!(
+        refused.contains("was the master of epoch 2") && refused.contains("broker_id = 0"),
+        "{refused}"
+    );
+    drop(old_master);
+    // Done right: the promoted broker is the master (a new epoch, 3), the old one its slave.
+    b = Broker::start(&b_dir, config(&b_dir, 0, "sync", None));
     let b_repl = b.replication.clone().expect("replication port");
     a = Broker::start(&a_dir, config(&a_dir, 1, "sync", Some(&b_repl)));
     b.wait_logged("slave connected", 0, &a);
@@ -472,7 +486,7 @@ fn an_old_master_rejoining_after_a_promotion_cuts_its_divergent_tail() {
     wait_identical(&b, &a);
     let stats = stats_text(&a);
     assert!(
-        stats.contains("role             slave (sync replication), epoch 2"),
+        stats.contains("role             slave (sync replication), epoch 3"),
         "{stats}"
     );
     // Everything acknowledged is there; sends succeed again now that the group has a slave.
@@ -575,6 +589,26 @@ fn a_promoted_slave_does_not_deliver_again_the_delayed_messages_its_master_deliv
         "{out}\n{}",
         slave.logs()
     );
+}
+
+/// Starts a broker that must refuse to start; returns what it printed.
+fn start_refused(data: &Path, config: String) -> String {
+    let path = data.with_extension("toml");
+    std::fs::write(&path, config).expect("config file");
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("ROCKETLOG_")) {
+        cmd.env_remove(name);
+    }
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["broker", "--listen", "127.0.0.1:0"]);
+    let run = process::run(&mut cmd, WAIT).expect("rocketlog");
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !run.success(),
+        "the broker should have refused to start:\n{text}"
+    );
+    text
 }
 
 /// `rocketlog admin stats` of `broker`.
