@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "rocketlog/nameserver/v1/nameserver.proto",
     "rocketlog/admin/v1/admin.proto",
     "rocketlog/replication/v1/replication.proto",
+    "rocketlog/controller/v1/controller.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -52,6 +52,20 @@ pub mod replication {
     }
 }
 
+/// `rocketlog.controller.v1`.
+pub mod controller {
+    /// The controller: which replica is each group's master, replicated with Raft.
+    #[allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        missing_debug_implementations
+    )]
+    pub mod v1 {
+        tonic::include_proto!("rocketlog.controller.v1");
+    }
+}
+
 /// `rocketlog.admin.v1`.
 pub mod admin {
     /// The broker's admin API.
