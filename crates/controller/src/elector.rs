@@ -374,7 +374,9 @@ impl Elector {
             ));
         };
         if g.master == Some(id) {
-            return Err(format!("replica {id} is already the master of group {name}"));
+            return Err(format!(
+                "replica {id} is already the master of group {name}"
+            ));
         }
         let in_set = g.sync_state.contains(&id);
         if !in_set && !unclean {
@@ -537,7 +539,10 @@ mod tests {
         w.beat(hb(2, 12, 0), 5_000);
         assert!(matches!(w.decide(5_000), Decision::NoCandidate(_)));
         w.elector.settings.unclean = true;
-        let Decision::Elect(Command::Elect { unclean, master, .. }) = w.decide(5_000) else {
+        let Decision::Elect(Command::Elect {
+            unclean, master, ..
+        }) = w.decide(5_000)
+        else {
             panic!("expected an unclean election");
         };
         assert!(unclean);

@@ -261,11 +261,26 @@ mod tests {
             expected_version: version,
             sync_state: set.iter().copied().collect(),
         };
-        assert!(matches!(s.apply(&alter(2, 1, 1, &[1, 2])), Outcome::Refused(_)));
-        assert!(matches!(s.apply(&alter(1, 1, 0, &[1, 2])), Outcome::Refused(_)));
-        assert!(matches!(s.apply(&alter(1, 1, 1, &[2])), Outcome::Refused(_)));
-        assert!(matches!(s.apply(&alter(1, 1, 1, &[1, 4])), Outcome::Refused(_)));
-        assert!(matches!(s.apply(&alter(1, 1, 1, &[1, 2, 3])), Outcome::Applied(_)));
+        assert!(matches!(
+            s.apply(&alter(2, 1, 1, &[1, 2])),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(1, 1, 0, &[1, 2])),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(1, 1, 1, &[2])),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(1, 1, 1, &[1, 4])),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            s.apply(&alter(1, 1, 1, &[1, 2, 3])),
+            Outcome::Applied(_)
+        ));
         let g = &s.groups["g"];
         assert_eq!(g.sync_state, [1, 2, 3].into_iter().collect());
         assert_eq!(g.sync_state_version, 2);

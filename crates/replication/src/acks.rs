@@ -11,7 +11,7 @@
 //! commit), and the cost of an acknowledgement does not grow with the number of senders it
 //! leaves waiting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 /// Broker id of a slave in its group (the master is 0, slaves 1..n). Used only as a key: any
@@ -30,6 +30,10 @@ pub struct SyncTracker<W> {
     waiting: BTreeMap<u64, Vec<W>>,
     /// Total waiters in `waiting`, kept so [`SyncTracker::parked`] need not walk the map.
     parked: usize,
+    /// Under a controller: the slaves that must all hold a send (the sync-state set without
+    /// the master, plus any member whose joining is being proposed). `None`: any
+    /// `min_in_sync - 1` connected slaves do.
+    required: Option<BTreeSet<ReplicaId>>,
 }
 
 impl<W> SyncTracker<W> {
@@ -41,6 +45,30 @@ impl<W> SyncTracker<W> {
             slaves: HashMap::new(),
             waiting: BTreeMap::new(),
             parked: 0,
+            required: None,
+        }
+    }
+
+    /// Switches to (or, with `None`, away from) the sync-state rule: a send is satisfied only
+    /// once every slave in `members` holds it, and refused while `members` is smaller than
+    /// `min_in_sync - 1`. Under that rule every member of the set holds every acknowledged
+    /// record, so any member can take over without losing one. Returns the waiters now
+    /// satisfied.
+    pub fn require(&mut self, members: Option<BTreeSet<ReplicaId>>) -> Vec<W> {
+        self.required = members;
+        self.release()
+    }
+
+    /// The slaves that must hold a send under the sync-state rule, if it applies.
+    pub fn required(&self) -> Option<&BTreeSet<ReplicaId>> {
+        self.required.as_ref()
+    }
+
+    /// Slaves that count towards `min_in_sync`: the required ones, or every connected one.
+    fn eligible(&self) -> usize {
+        match &self.required {
+            Some(r) => r.len(),
+            None => self.slaves.len(),
         }
     }
 
@@ -86,6 +114,16 @@ impl<W> SyncTracker<W> {
     /// `u64::MAX` when no slave is needed, 0 when too few slaves are connected.
     pub fn confirmed(&self) -> u64 {
         let needed = self.slaves_needed();
+        if let Some(required) = &self.required {
+            if required.len() < needed {
+                return 0;
+            }
+            return required
+                .iter()
+                .map(|id| self.slaves.get(id).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(u64::MAX);
+        }
         if needed == 0 {
             return u64::MAX;
         }
@@ -112,12 +150,12 @@ impl<W> SyncTracker<W> {
     /// caller can answer it (the broker answers `HA_NOT_AVAILABLE`).
     pub fn wait(&mut self, end: u64, waiter: W) -> Result<Option<W>, TooFewReplicas<W>> {
         let needed = self.slaves_needed();
-        if needed == 0 {
+        if needed == 0 && self.required.as_ref().is_none_or(BTreeSet::is_empty) {
             return Ok(Some(waiter));
         }
-        if self.slaves.len() < needed {
+        if self.eligible() < needed {
             return Err(TooFewReplicas {
-                connected: self.slaves.len(),
+                connected: self.eligible(),
                 needed,
                 waiter,
             });
@@ -144,7 +182,7 @@ impl<W> SyncTracker<W> {
     /// waiter, so they can be failed at once instead of each waiting out its timeout for
     /// acknowledgements that cannot come. Otherwise returns nothing.
     pub fn fail_if_too_few(&mut self) -> Vec<W> {
-        if self.slaves.len() < self.slaves_needed() {
+        if self.eligible() < self.slaves_needed() {
             self.drain()
         } else {
             Vec::new()
@@ -404,6 +442,40 @@ mod tests {
                 Ack(1, 101, &[2]),
             ],
         );
+    }
+
+    #[test]
+    fn under_the_sync_state_rule_every_member_must_hold_a_send() {
+        let mut t = SyncTracker::<u32>::new(2);
+        t.connect(1, 0);
+        t.connect(2, 0);
+        assert!(t.require(Some([1, 2].into_iter().collect())).is_empty());
+        assert_eq!(t.wait(100, 7).ok(), Some(None));
+        // One member is not enough, however far it is.
+        assert!(t.ack(1, 500).is_empty());
+        assert_eq!(t.confirmed(), 0);
+        assert_eq!(t.ack(2, 100), vec![7]);
+        // A member that never connected holds nothing.
+        t.require(Some([1, 3].into_iter().collect()));
+        assert_eq!(t.confirmed(), 0);
+        // The set shrank below min_in_sync: refused at once, parked ones failed.
+        assert_eq!(t.wait(600, 8).ok(), Some(None));
+        t.require(Some(BTreeSet::new()));
+        assert_eq!(t.fail_if_too_few(), vec![8]);
+        assert!(t.wait(700, 9).is_err());
+        // Back to counting connected slaves.
+        t.require(None);
+        assert_eq!(t.confirmed(), 500);
+    }
+
+    #[test]
+    fn min_in_sync_one_under_the_sync_state_rule_still_waits_for_members() {
+        let mut t = SyncTracker::<u32>::new(1);
+        t.connect(1, 10);
+        t.require(Some([1].into_iter().collect()));
+        assert_eq!(t.wait(5, 1).ok(), Some(Some(1)));
+        assert_eq!(t.wait(50, 2).ok(), Some(None));
+        assert_eq!(t.ack(1, 50), vec![2]);
     }
 
     #[test]
