@@ -282,6 +282,25 @@ impl Admin for AdminApi {
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let force = request.into_inner().force;
+        if self.broker.role.under_controller() {
+            // The controller decides: it elects this replica (from the sync-state set unless
+            // forced), and this broker takes the role on its next heartbeat.
+            let client = crate::controller_agent::ControllerClient::new(
+                &self.broker.config.nameserver_addresses,
+            );
+            let a = client
+                .elect(&rocketlog_proto::controller::v1::ElectRequest {
+                    broker_name: self.broker.config.broker_name.clone(),
+                    broker_id: self.broker.config.broker_id,
+                    unclean: force,
+                })
+                .await?;
+            return Ok(Response::new(pb::PromoteResponse {
+                epoch: a.epoch,
+                start_offset: self.broker.role.log_end(),
+                lost_bytes: 0,
+            }));
+        }
         match self.broker.role.promote(force).await {
             Ok(p) => Ok(Response::new(pb::PromoteResponse {
                 epoch: p.epoch,

@@ -270,6 +270,12 @@ impl BrokerConfig {
         {
             return Err(invalid(field, reason));
         }
+        if self.replication.controller && self.nameserver_addresses.is_empty() {
+            return Err(invalid(
+                "replication.controller",
+                "the controller runs in the nameservers: set nameserver_addresses",
+            ));
+        }
         if let Some(addr) = &self.replication.master_address {
             parse_host_port(addr).map_err(|e| invalid("replication.master_address", e))?;
         }
@@ -413,6 +419,13 @@ impl BrokerConfig {
             broker_id: self.broker_id,
             store_dir: self.store_dir(),
             serves_replication: self.replication_listen.is_some(),
+            start_as: if self.broker_id == 0 {
+                crate::replication::StartAs::Master { epoch: None }
+            } else {
+                crate::replication::StartAs::Slave {
+                    master_address: self.replication.master_address.clone().unwrap_or_default(),
+                }
+            },
         }
     }
 

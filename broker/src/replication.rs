@@ -63,6 +63,17 @@ pub struct ReplicationSettings {
     /// when they changed, at most this often, ms (default 1 000). After a promotion,
     /// messages acknowledged within the last interval may be delivered again.
     pub state_interval_ms: u64,
+    /// Let the controller in the nameservers (`[nameserver.controller]`) decide this
+    /// replica's role: it elects the master, and a master that cannot renew its lease stops
+    /// acknowledging sends (default false: the role is `broker_id`, 0 = master).
+    pub controller: bool,
+    /// Under a controller: a slave further behind the master than this leaves the
+    /// sync-state set, bytes (default 64 MiB).
+    pub max_lag_bytes: u64,
+    /// Under a controller: a slave the master has not heard from for this long leaves the
+    /// sync-state set, ms (default 2 000). In sync mode, sends wait for every member, so this
+    /// bounds how long a dead slave holds them up.
+    pub max_lag_ms: u64,
 }
 
 impl Default for ReplicationSettings {
@@ -74,6 +85,9 @@ impl Default for ReplicationSettings {
             master_address: None,
             heartbeat_interval_ms: 1_000,
             state_interval_ms: 1_000,
+            controller: false,
+            max_lag_bytes: 64 << 20,
+            max_lag_ms: 2_000,
         }
     }
 }
@@ -109,6 +123,28 @@ impl ReplicationSettings {
                 "must be positive".into(),
             ));
         }
+        if self.controller {
+            if broker_id == 0 {
+                return Some((
+                    "broker_id",
+                    "under a controller every replica needs its own id from 1 up (the \
+                     controller decides which is master)"
+                        .into(),
+                ));
+            }
+            if listen.is_none() {
+                return Some((
+                    "replication_listen",
+                    "under a controller any replica may become master, so each needs a \
+                     replication port"
+                        .into(),
+                ));
+            }
+            if self.max_lag_ms == 0 {
+                return Some(("replication.max_lag_ms", "must be positive".into()));
+            }
+            return None;
+        }
         if broker_id != 0 && self.master_address.is_none() {
             return Some((
                 "replication.master_address",
@@ -134,6 +170,10 @@ impl ReplicationSettings {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// How long a starting slave waits for its master to say where their logs diverge.
 const COMPARE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -148,6 +188,18 @@ pub struct Identity {
     /// Whether a replication port is configured (`replication_listen`): a master serves its
     /// slaves there, and a slave does once it is promoted.
     pub serves_replication: bool,
+    /// What it starts as: without a controller, a slave when `broker_id` is not 0; under one,
+    /// what the controller assigned.
+    pub start_as: StartAs,
+}
+
+/// The role a broker starts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAs {
+    /// Master; under a controller, of the epoch it was elected for.
+    Master { epoch: Option<u64> },
+    /// Slave of the master at this replication address.
+    Slave { master_address: String },
 }
 
 impl Identity {
@@ -157,7 +209,10 @@ impl Identity {
             cluster_name: self.cluster_name.clone(),
             broker_name: self.broker_name.clone(),
             broker_id: self.broker_id,
-            master_address: settings.master_address.clone().unwrap_or_default(),
+            master_address: match &self.start_as {
+                StartAs::Slave { master_address } => master_address.clone(),
+                StartAs::Master { .. } => settings.master_address.clone().unwrap_or_default(),
+            },
             connect_timeout: Duration::from_secs(3),
             idle_timeout: heartbeat * 3,
         }
@@ -325,6 +380,33 @@ pub struct GroupRole {
     /// Bumped on every change of role.
     changes: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
+    /// Under a controller: until when this master may acknowledge writes.
+    lease: Option<parking_lot::Mutex<Lease>>,
+}
+
+/// A master's right to acknowledge writes under a controller.
+#[derive(Debug, Default, Clone, Copy)]
+struct Lease {
+    /// Renewed by every answered controller heartbeat: the moment it was sent plus the
+    /// lease the controller granted.
+    until: Option<Instant>,
+    /// A newly elected master waits until the master before it has surely lost its lease.
+    from: Option<Instant>,
+}
+
+/// Why this broker may not acknowledge a write right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotWritable {
+    #[error("this broker is a slave of its group; send to the master")]
+    Slave,
+    #[error(
+        "this master could not renew its lease with the controller (last renewal expired \
+         {0} ms ago): it may have been replaced, so it acknowledges nothing until it hears \
+         from the controller"
+    )]
+    LeaseExpired(u64),
+    #[error("this master was just elected and waits {0} ms for the previous one to stop")]
+    Fencing(u64),
 }
 
 impl GroupRole {
@@ -344,7 +426,7 @@ impl GroupRole {
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??;
         let mut epoch = 0;
-        let role = if identity.broker_id != 0 {
+        let role = if matches!(identity.start_as, StartAs::Slave { .. }) {
             store.set_replica(true);
             let sink: Arc<dyn GroupStateSink> = Arc::new(state.clone());
             Role::Slave {
@@ -362,7 +444,10 @@ impl GroupRole {
             // slave got from an earlier run but this log lost (a machine crash under async
             // flush) show up as a divergence instead of being silently overwritten.
             let mut epochs = epochs;
-            let next = epochs.history().last().map_or(1, |e| e.epoch + 1);
+            let next = match identity.start_as {
+                StartAs::Master { epoch: Some(e) } => e,
+                _ => epochs.history().last().map_or(1, |e| e.epoch + 1),
+            };
             let end = store.log_range().1 .0;
             let dir = identity.store_dir.clone();
             let history = tokio::task::spawn_blocking(move || {
@@ -396,7 +481,126 @@ impl GroupRole {
             promoting: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
             shutdown,
+            lease: settings
+                .controller
+                .then(|| parking_lot::Mutex::new(Lease::default())),
         })
+    }
+
+    /// Where this broker passes client calls: its master's client address, while it is a
+    /// slave following it.
+    pub fn forward_target(&self) -> Option<String> {
+        match &*self.role.read() {
+            Role::Slave { follower } => {
+                let s = follower.status();
+                (s.connected && !s.master_client_address.is_empty())
+                    .then_some(s.master_client_address)
+            }
+            Role::Master { .. } => None,
+        }
+    }
+
+    /// Whether a controller decides this broker's role.
+    pub fn under_controller(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// Whether this broker may acknowledge a write now: it is master and, under a
+    /// controller, holds a valid lease and has waited out its predecessor's.
+    pub fn check_writable(&self) -> Result<(), NotWritable> {
+        if !self.is_master() {
+            return Err(NotWritable::Slave);
+        }
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let lease = *lease.lock();
+        let now = Instant::now();
+        if let Some(from) = lease.from.filter(|f| *f > now) {
+            return Err(NotWritable::Fencing(millis(from - now)));
+        }
+        match lease.until {
+            Some(until) if until > now => Ok(()),
+            Some(until) => Err(NotWritable::LeaseExpired(millis(now - until))),
+            None => Err(NotWritable::LeaseExpired(0)),
+        }
+    }
+
+    /// Extends the lease to `until` (never shortens it: answers may arrive out of order).
+    pub fn renew_lease(&self, until: Instant) {
+        if let Some(lease) = &self.lease {
+            let mut l = lease.lock();
+            l.until = Some(l.until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    /// Holds off acknowledging until `from` (a master elected while its predecessor may
+    /// still hold a lease).
+    pub fn set_fence(&self, from: Instant) {
+        if let Some(lease) = &self.lease {
+            lease.lock().from = Some(from);
+        }
+    }
+
+    /// Ends the lease at once: the controller named another master.
+    pub fn revoke_lease(&self) {
+        if let Some(lease) = &self.lease {
+            lease.lock().until = None;
+        }
+        if let Some(m) = self.master() {
+            m.step_down();
+        }
+    }
+
+    /// Under a controller: the slaves every sync send must reach (see
+    /// [`Master::require`]).
+    pub fn require(&self, members: std::collections::BTreeSet<u64>) {
+        if let Some(m) = self.master() {
+            if self.settings.needs_slaves() {
+                m.require(Some(members));
+            }
+        }
+    }
+
+    /// The master address this slave follows (its replication port).
+    pub fn following(&self) -> Option<String> {
+        match &*self.role.read() {
+            Role::Slave { follower } => Some(follower.master_address().to_owned()),
+            Role::Master { .. } => None,
+        }
+    }
+
+    /// The master epoch this broker writes under, when it is master.
+    pub fn master_epoch(&self) -> Option<u64> {
+        self.is_master()
+            .then(|| self.epoch.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The settings this role was started with.
+    pub fn settings(&self) -> &ReplicationSettings {
+        &self.settings
+    }
+
+    /// The end of this broker's commit log.
+    pub fn log_end(&self) -> u64 {
+        self.store.log_range().1 .0
+    }
+
+    /// The controller elected this slave master of `epoch`: it stops following and writes
+    /// from its log end, once `fence_wait` has passed (so its predecessor's lease is over);
+    /// `lease_until` is the lease granted with the election.
+    pub async fn promote_elected(
+        &self,
+        epoch: u64,
+        fence_wait: Duration,
+        lease_until: Instant,
+    ) -> Result<Promotion, PromoteError> {
+        if let Some(lease) = &self.lease {
+            let mut l = lease.lock();
+            l.from = Some(Instant::now() + fence_wait);
+            l.until = Some(lease_until);
+        }
+        self.promote_inner(true, Some(epoch)).await
     }
 
     /// Changes whenever this broker's role does (a promotion).
@@ -470,13 +674,23 @@ impl GroupRole {
     /// the master still streams to it, or when it lacks bytes the group acknowledged, unless
     /// `force`.
     pub async fn promote(&self, force: bool) -> Result<Promotion, PromoteError> {
+        self.promote_inner(force, None).await
+    }
+
+    /// [`GroupRole::promote`]; `elected`: the epoch the controller elected this broker for
+    /// (it already checked that this replica holds every acknowledged record).
+    async fn promote_inner(
+        &self,
+        force: bool,
+        elected: Option<u64>,
+    ) -> Result<Promotion, PromoteError> {
         let _one_at_a_time = self.promoting.try_lock().map_err(|_| PromoteError::Busy)?;
         let follower = match &*self.role.read() {
             Role::Slave { follower } => follower.clone(),
             Role::Master { .. } => return Err(PromoteError::NotASlave),
         };
         let status = follower.status();
-        if status.connected && !force {
+        if status.connected && !force && elected.is_none() {
             return Err(PromoteError::MasterAlive {
                 address: follower.master_address().to_owned(),
                 heard_ms: status.last_heard.map_or(0, |t| {
@@ -487,6 +701,7 @@ impl GroupRole {
         let holds = self.store.log_range().1 .0;
         let lost_bytes = match check_promotable(holds, status.acknowledged_offset) {
             Ok(()) => 0,
+            Err(_) if elected.is_some() => 0,
             Err(behind) if force => behind.bytes,
             Err(behind) => {
                 return Err(PromoteError::Behind {
@@ -508,7 +723,7 @@ impl GroupRole {
             .await
             .map_err(|e| PromoteError::Failed(e.to_string()))?;
         let end = self.store.log_range().1 .0;
-        let epoch = epochs.history().last().map_or(1, |e| e.epoch + 1);
+        let epoch = elected.unwrap_or_else(|| epochs.history().last().map_or(1, |e| e.epoch + 1));
         let dir = self.identity.store_dir.clone();
         let history = tokio::task::spawn_blocking(move || {
             epochs.begin(epoch, end).map_err(|e| e.to_string())?;
@@ -666,7 +881,7 @@ pub async fn prepare_store(
     store: Store,
     store_config: StoreConfig,
 ) -> Result<Store, BrokerError> {
-    if identity.broker_id == 0 {
+    if !matches!(identity.start_as, StartAs::Slave { .. }) {
         return Ok(store);
     }
     store.set_replica(true);
@@ -699,7 +914,12 @@ pub async fn prepare_store(
     let own = tokio::task::spawn_blocking(move || own_epochs::load(&dir))
         .await
         .map_err(|e| BrokerError::Task(e.to_string()))??;
-    if let Some(e) = own_epochs::would_lose(&own, epochs.history(), end, to, &comparison.epochs) {
+    // Under a controller the election already made sure the new master holds every
+    // acknowledged record: what this log has beyond it was never acknowledged.
+    let guard = !settings.controller;
+    if let Some(e) = own_epochs::would_lose(&own, epochs.history(), end, to, &comparison.epochs)
+        .filter(|_| guard)
+    {
         return Err(BrokerError::Replication(format!(
             "this broker was the master of epoch {} (from log offset {}) and acknowledged sends \
              in it, which {} does not have: following it would cut them (offsets {to} to \

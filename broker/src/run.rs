@@ -17,6 +17,7 @@ use tonic::service::Routes;
 use crate::broker::{AdvertisedEndpoint, Broker};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::consumption::{Consumption, ConsumptionConfig};
+use crate::controller_agent::{Agent, Assigned};
 use crate::error::BrokerError;
 use crate::nameserver_client::NameserverClient;
 use crate::renewal::{RenewalConfig, Renewals};
@@ -58,7 +59,120 @@ pub async fn run_with_ready(
     ready: impl FnOnce(Ready) + Send,
 ) -> Result<(), BrokerError> {
     config.validate()?;
-    let bound = listener.local_addr().map_err(BrokerError::Listener)?;
+    // The ports stay bound across in-process restarts (a role change under a controller):
+    // clients wait in the listen backlog instead of being refused.
+    let mut client_port = ClientPort {
+        addr: listener.local_addr().map_err(BrokerError::Listener)?,
+        listener: Some(listener.into_std().map_err(BrokerError::Listener)?),
+    };
+    let replication_port = match config.replication_listen {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l.into_std().map_err(BrokerError::Listener)?),
+            Err(source) => {
+                return Err(BrokerError::Replication(format!(
+                    "binding replication_listen {addr}: {source}"
+                )))
+            }
+        },
+        None => None,
+    };
+    let stop = CancellationToken::new();
+    let mut ready = Some(ready);
+    let incarnations = async {
+        loop {
+            let replication = replication_port.as_ref().map(reuse).transpose()?;
+            let first = ready.take();
+            let outcome = incarnation(
+                &config,
+                &mut client_port,
+                replication,
+                stop.clone(),
+                move |r| {
+                    if let Some(f) = first {
+                        f(r)
+                    }
+                },
+            )
+            .await?;
+            match outcome {
+                Ended::Stopped => return Ok(()),
+                Ended::Restart { reason, isolated } => {
+                    if isolated {
+                        // Clients stuck on a master nobody can replace it with would wait
+                        // forever; refused, they reach another replica.
+                        client_port.close();
+                    }
+                    tracing::warn!(%reason, "broker restarting in process");
+                }
+            }
+        }
+    };
+    tokio::pin!(shutdown);
+    let watch = async {
+        (&mut shutdown).await;
+        stop.cancel();
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        r = incarnations => r,
+        () = watch => Ok(()),
+    }
+}
+
+/// The client port, kept bound across in-process restarts; closed while a master cut off
+/// from the controller waits to hear from it (so clients go to another replica), and bound
+/// again to the same address when it does.
+struct ClientPort {
+    addr: std::net::SocketAddr,
+    listener: Option<std::net::TcpListener>,
+}
+
+impl ClientPort {
+    fn close(&mut self) {
+        self.listener = None;
+    }
+
+    fn listener(&mut self) -> Result<TcpListener, BrokerError> {
+        if self.listener.is_none() {
+            let l = std::net::TcpListener::bind(self.addr).map_err(BrokerError::Listener)?;
+            l.set_nonblocking(true).map_err(BrokerError::Listener)?;
+            self.listener = Some(l);
+        }
+        match &self.listener {
+            Some(l) => reuse(l),
+            None => Err(BrokerError::Listener(std::io::Error::other(
+                "client port closed",
+            ))),
+        }
+    }
+}
+
+/// A listener on the same socket as `port` (which stays open).
+fn reuse(port: &std::net::TcpListener) -> Result<TcpListener, BrokerError> {
+    port.try_clone()
+        .and_then(TcpListener::from_std)
+        .map_err(BrokerError::Listener)
+}
+
+/// How one run of the broker ended.
+enum Ended {
+    /// The shutdown signal: the process ends.
+    Stopped,
+    /// The controller assigned a role that needs the store reopened (`isolated`: this
+    /// master lost the controller and closes its client port until it hears from it).
+    Restart { reason: String, isolated: bool },
+}
+
+/// One run of the broker, from opening the store to closing it.
+async fn incarnation(
+    config: &BrokerConfig,
+    client_port: &mut ClientPort,
+    replication_listener: Option<TcpListener>,
+    stop: CancellationToken,
+    ready: impl FnOnce(Ready) + Send,
+) -> Result<Ended, BrokerError> {
+    let config = config.clone();
+    let bound = client_port.addr;
     let endpoint = AdvertisedEndpoint::resolve(config.advertised_address.as_deref(), bound);
     std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::Io {
         what: "creating",
@@ -68,28 +182,54 @@ pub async fn run_with_ready(
 
     let store_config = config.store_config();
     let store = blocking(move || Store::open(store_config)).await??;
+    let mut identity = config.identity();
+    // Under a controller the role is whatever it assigns; the store is open so the
+    // controller can compare this replica's log end with the others'.
+    let agent = if config.replication.controller {
+        let replication_address = replication_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| advertised_replication(&endpoint, a))
+            .unwrap_or_default();
+        let agent = Arc::new(Agent::new(
+            &config.nameserver_addresses,
+            &config.cluster_name,
+            &config.broker_name,
+            config.broker_id,
+            replication_address,
+            endpoint.address(),
+        ));
+        let log_end = store.log_range().1 .0;
+        match agent.await_role(log_end, &stop).await {
+            Some(assigned) => {
+                identity.start_as = assigned.start_as.clone();
+                Some((agent, assigned))
+            }
+            None => {
+                blocking(move || store.shutdown()).await??;
+                return Ok(Ended::Stopped);
+            }
+        }
+    } else {
+        None
+    };
+    let listener = match client_port.listener() {
+        Ok(l) => l,
+        Err(e) => {
+            blocking(move || store.shutdown()).await??;
+            return Err(e);
+        }
+    };
     // A slave's store refuses local appends before anything (timer, transactions) could
     // try, and a divergent tail is cut before anything reads it.
     let store = crate::replication::prepare_store(
-        &config.identity(),
+        &identity,
         &config.replication,
         store,
         config.store_config(),
     )
     .await?;
     let replication_token = CancellationToken::new();
-    let replication_listener = match config.replication_listen {
-        Some(addr) => match TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(source) => {
-                let _ = blocking(move || store.shutdown()).await;
-                return Err(BrokerError::Replication(format!(
-                    "binding replication_listen {addr}: {source}"
-                )));
-            }
-        },
-        None => None,
-    };
     let consumption = {
         let (engine_store, dir) = (store.clone(), config.consumption_dir());
         let engine_config = ConsumptionConfig {
@@ -133,6 +273,7 @@ pub async fn run_with_ready(
         }
     };
     // Whatever happens while serving, the engine and the store are flushed and closed.
+    let restart = agent.as_ref().map(|(a, _)| a.restart_token());
     let served = serve(
         config,
         endpoint,
@@ -143,9 +284,22 @@ pub async fn run_with_ready(
             timer: Arc::clone(&timer),
             replication_listener,
             stop_replication: replication_token.clone(),
+            agent: agent.clone(),
         },
         listener,
-        shutdown,
+        {
+            let stop = stop.clone();
+            let restart = restart.clone();
+            async move {
+                match restart {
+                    Some(r) => tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = r.cancelled() => {}
+                    },
+                    None => stop.cancelled().await,
+                }
+            }
+        },
         ready,
     )
     .await;
@@ -163,10 +317,33 @@ pub async fn run_with_ready(
     engine_result?;
     store_result?;
     checkpoint_result?;
+    if !stop.is_cancelled() {
+        if let Some((agent, _)) = &agent {
+            if let Some(reason) = agent.restart_reason() {
+                tracing::info!("broker closed for its new role");
+                return Ok(Ended::Restart {
+                    reason,
+                    isolated: agent.isolated(),
+                });
+            }
+        }
+    }
     tracing::info!("broker stopped");
-    Ok(())
+    Ok(Ended::Stopped)
 }
 
+/// The replication address other replicas dial: the bound port on the advertised host.
+fn advertised_replication(endpoint: &AdvertisedEndpoint, bound: std::net::SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
+        if endpoint.host.contains(':') {
+            format!("[{}]:{}", endpoint.host, bound.port())
+        } else {
+            format!("{}:{}", endpoint.host, bound.port())
+        }
+    } else {
+        bound.to_string()
+    }
+}
 /// What recovery opened, handed to [`serve`].
 struct Services {
     store: Store,
@@ -177,6 +354,8 @@ struct Services {
     replication_listener: Option<TcpListener>,
     /// Ends replication streams (and a slave's following).
     stop_replication: CancellationToken,
+    /// Under a controller: this incarnation's agent and the role it was assigned.
+    agent: Option<(Arc<Agent>, Assigned)>,
 }
 
 async fn serve(
@@ -194,6 +373,7 @@ async fn serve(
         timer,
         replication_listener,
         stop_replication,
+        agent,
     } = services;
     let bound = listener.local_addr().map_err(BrokerError::Listener)?;
     let topics = Arc::new(TopicManager::open(
@@ -203,8 +383,15 @@ async fn serve(
             queue_count: config.default_queue_count,
         },
     )?);
+    let identity = match &agent {
+        Some((_, assigned)) => crate::replication::Identity {
+            start_as: assigned.start_as.clone(),
+            ..config.identity()
+        },
+        None => config.identity(),
+    };
     let role = match GroupRole::start(
-        &config.identity(),
+        &identity,
         &config.replication,
         &store,
         GroupState::new(Arc::clone(&topics), consumption.clone(), Arc::clone(&timer)),
@@ -258,6 +445,9 @@ async fn serve(
     if let Some(ns) = nameservers {
         tasks.spawn(crate::registration::register_loop(ns, Arc::clone(&broker)));
     }
+    if let Some((agent, assigned)) = agent {
+        tasks.spawn(agent.run(Arc::clone(&broker), assigned));
+    }
 
     let replication_addr = replication_listener
         .as_ref()
@@ -283,9 +473,12 @@ async fn serve(
         .register_encoded_file_descriptor_set(rocketlog_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| BrokerError::Reflection(e.to_string()))?;
-    let messaging = MessagingServiceServer::new(MessagingServer::new(Arc::clone(&broker)))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let messaging = crate::forward::Forwarding::new(
+        MessagingServiceServer::new(MessagingServer::new(Arc::clone(&broker)))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        Arc::clone(&broker.role),
+    );
     let admin = crate::admin::service(Arc::clone(&broker));
     let service_routes = Routes::new(messaging)
         .add_service(admin)

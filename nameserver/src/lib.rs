@@ -3,11 +3,16 @@
 //! nameserver learns everything again within one broker heartbeat interval, and several run
 //! side by side because every broker registers with each of them.
 //!
-//! Layering: depends on `rocketlog-proto` and `rocketlog-transport` only; it must not depend on
-//! the broker, the store or the client (brokers reach it over gRPC).
+//! With `[nameserver.controller] enabled = true` it is also a member of the controller, the
+//! Raft group that elects each broker group's master (see [`controller`]).
+//!
+//! Layering: depends on `rocketlog-controller`, `rocketlog-proto` and `rocketlog-transport`
+//! only; it must not depend on the broker, the store or the client (brokers reach it over
+//! gRPC).
 //!
 //! Embed it with [`run`]; the `rocketlog nameserver` command is a thin wrapper around it.
 
+pub mod controller;
 pub mod route_table;
 mod service;
 
@@ -16,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use rocketlog_controller::raft::ControllerNode;
+use rocketlog_proto::controller::v1::controller_server::ControllerServer;
 use rocketlog_proto::nameserver::v1::name_server_server::NameServerServer;
 use rocketlog_transport::{ConnectionSettings, Transport};
 use serde::{Deserialize, Serialize};
@@ -37,6 +44,8 @@ pub struct NameserverConfig {
     pub heartbeat_interval_ms: u64,
     /// Connections from brokers and tools: handshake deadline, keep-alive, how many at once.
     pub connections: ConnectionSettings,
+    /// The controller role (automatic failover of broker groups).
+    pub controller: controller::ControllerConfig,
 }
 
 impl Default for NameserverConfig {
@@ -46,6 +55,7 @@ impl Default for NameserverConfig {
             scan_interval_ms: 10_000,
             heartbeat_interval_ms: 30_000,
             connections: ConnectionSettings::default(),
+            controller: controller::ControllerConfig::default(),
         }
     }
 }
@@ -55,6 +65,8 @@ impl Default for NameserverConfig {
 pub enum NameserverError {
     #[error("invalid nameserver configuration: {0}")]
     Config(String),
+    #[error("controller: {0}")]
+    Controller(String),
 }
 
 /// On shutdown, how long in-flight requests may take to finish.
@@ -76,6 +88,9 @@ impl NameserverConfig {
         }
         if let Some((field, reason)) = self.connections.invalid_field() {
             return Err(NameserverError::Config(format!("{field} {reason}")));
+        }
+        if let Some(e) = self.controller.invalid() {
+            return Err(NameserverError::Config(e));
         }
         Ok(())
     }
@@ -120,11 +135,35 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "nameserver serving");
     }
-    let routes = Routes::new(health).add_service(NameServerServer::new(service));
+    let mut routes = Routes::new(health).add_service(NameServerServer::new(service));
+    let controller = if config.controller.enabled {
+        let settings = config.controller.raft().map_err(NameserverError::Config)?;
+        let node = ControllerNode::start(settings)
+            .await
+            .map_err(|e| NameserverError::Controller(e.to_string()))?;
+        let node = Arc::new(node);
+        let service =
+            controller::ControllerService::new(Arc::clone(&node), config.controller.election());
+        routes = routes
+            .add_service(node.raft_service())
+            .add_service(ControllerServer::new(service.clone()));
+        tracing::info!(
+            node = config.controller.node_id,
+            peers = ?config.controller.peers,
+            "controller member started"
+        );
+        Some((node, tokio::spawn(service.elect_loop())))
+    } else {
+        None
+    };
     Transport::new(None, SHUTDOWN_GRACE, config.connections.clone())
         .serve(listener, routes, shutdown)
         .await;
     scanner.abort();
+    if let Some((node, elector)) = controller {
+        elector.abort();
+        node.shutdown().await;
+    }
     tracing::info!("nameserver stopped");
     Ok(())
 }

@@ -23,6 +23,11 @@
   was acked before (to catch redeliveries). Prints ``CONSUMED <n>
   REDELIVERED <n> MISSING <n> DUPLICATES <n>`` and, without a limit, fails if an acknowledged id
   was never delivered to the group.
+- ``failover``: ``ROCKETLOG_REPL_PRODUCERS`` producers send without pause until the file
+  ``ROCKETLOG_REPL_STOP`` exists (or ``ROCKETLOG_REPL_SECONDS`` pass), failures allowed, while
+  the harness breaks the group. Every send's outcome is appended to ``ROCKETLOG_REPL_TIMELINE``
+  as ``<unix ms> ok|fail`` so the harness can measure how long each failover kept producers
+  from succeeding. Prints ``SENT <acked> FAILED <failed>``.
 """
 
 import os
@@ -97,6 +102,47 @@ def send(s, topic, state):
         s.check("replicated" in errors[0], f"the message should say what happened to the message: {errors[0]}")
 
 
+def failover(s, topic, state):
+    producers = int(os.environ.get("ROCKETLOG_REPL_PRODUCERS", "2"))
+    stop = os.environ["ROCKETLOG_REPL_STOP"]
+    limit = time.monotonic() + float(os.environ.get("ROCKETLOG_REPL_SECONDS", "600"))
+    lock = threading.Lock()
+    results = {"acked": 0, "failed": 0}
+    out = open(state, "a")
+    timeline = open(os.environ["ROCKETLOG_REPL_TIMELINE"], "a")
+
+    def one_producer(p):
+        producer = s.producer([topic])
+        n = 0
+        while not os.path.exists(stop) and time.monotonic() < limit:
+            n += 1
+            msg = s.message(topic, f"fo-{p}-{n}-{s.suffix}".encode(), tag="F", keys=(f"k-{p}-{n}",))
+            try:
+                receipt = producer.send(msg)
+            except Exception:  # noqa: BLE001 - the client raises a plain Exception
+                with lock:
+                    results["failed"] += 1
+                    timeline.write(f"{int(time.time() * 1000)} fail\n")
+                    timeline.flush()
+                time.sleep(0.05)
+                continue
+            with lock:
+                out.write(receipt.message_id + "\n")
+                out.flush()
+                timeline.write(f"{int(time.time() * 1000)} ok\n")
+                timeline.flush()
+                results["acked"] += 1
+
+    threads = [threading.Thread(target=one_producer, args=(p,)) for p in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.close()
+    timeline.close()
+    print(f"SENT {results['acked']} FAILED {results['failed']}", flush=True)
+
+
 def read(s, topic, state):
     expected = set(acked(state))
     consumer = s.simple_consumer(s.unique(f"reader-{os.getpid()}"), {topic: "*"})
@@ -161,11 +207,13 @@ def main(s):
     topic = os.environ.get("ROCKETLOG_REPL_TOPIC", f"repl-{s.suffix}")
     state = os.environ["ROCKETLOG_REPL_STATE"]
     phase = os.environ["ROCKETLOG_REPL_PHASE"]
-    if os.environ.get("ROCKETLOG_REPL_EXPECT") == "until-failure":
+    if os.environ.get("ROCKETLOG_REPL_EXPECT") == "until-failure" or phase == "failover":
         # The master is killed under the producers: whatever the client logs about it is expected.
         s.allow_client_errors("")
     if phase == "send":
         send(s, topic, state)
+    elif phase == "failover":
+        failover(s, topic, state)
     elif phase == "read":
         read(s, topic, state)
     elif phase == "consume":

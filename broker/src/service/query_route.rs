@@ -137,6 +137,18 @@ pub(super) fn broker_of(
     bq: &BrokerQueues,
     dialled: Option<&v2::Endpoints>,
 ) -> v2::Broker {
+    // Under a controller every replica is an access point: a client is sent back to the
+    // replica (or the virtual address in front of the group) it asked, and a slave passes
+    // its calls to the master, so a failover needs no route refresh.
+    if bq.broker_name == b.config.broker_name && b.role.under_controller() {
+        if let Some(e) = dialled.filter(|e| e.addresses.len() == 1) {
+            return v2::Broker {
+                name: bq.broker_name.clone(),
+                id: 0,
+                endpoints: Some(e.clone()),
+            };
+        }
+    }
     let (host, port) = match &bq.address {
         None => {
             let dialled_host = dialled

@@ -31,6 +31,11 @@ pub async fn handle(
             req.messages.len()
         )));
     }
+    // A fenced master (lease lost, or just elected and waiting out its predecessor's)
+    // writes nothing.
+    if let Err(e) = b.role.check_writable() {
+        return failed(ApiError::HaNotAvailable(e.to_string()));
+    }
     // Append everything first, then wait for durability once (group commit covers them all).
     let mut pending: Vec<Result<Appended, ApiError>> = Vec::with_capacity(req.messages.len());
     for msg in req.messages {
@@ -67,6 +72,13 @@ pub async fn handle(
         }
     }));
     let (replicated, durable) = tokio::join!(replicated, durable);
+    // The lease may have run out while the send waited: then another master may already
+    // have been elected without it, and it must not be acknowledged.
+    let replicated = replicated.and_then(|()| {
+        b.role
+            .check_writable()
+            .map_err(|e| ApiError::HaNotAvailable(e.to_string()))
+    });
     let mut entries = Vec::with_capacity(durable.len());
     for d in durable {
         let entry = match d {

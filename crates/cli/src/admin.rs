@@ -7,6 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use rocketlog_proto::admin::v1 as pb;
 use rocketlog_proto::admin::v1::admin_client::AdminClient;
+use rocketlog_proto::controller::v1 as cpb;
+use rocketlog_proto::controller::v1::controller_client::ControllerClient;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Args)]
@@ -14,6 +16,14 @@ pub struct AdminArgs {
     /// Broker client address (`host:port`).
     #[arg(long, default_value = "127.0.0.1:8081", env = "ROCKETLOG_BROKER")]
     broker: String,
+    /// Controller members for `controller` commands: nameserver addresses, comma separated.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9876",
+        env = "ROCKETLOG_CONTROLLER",
+        value_delimiter = ','
+    )]
+    controller: Vec<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -31,8 +41,12 @@ enum AdminCommand {
     Message(MessageCommand),
     /// Broker offsets, uptime and counts.
     Stats,
+    /// The controller in the nameservers (--controller): its leader and members, and per
+    /// broker group the master, epoch, sync-state set and each replica's lag.
+    #[command(subcommand)]
+    Controller(ControllerCommand),
     /// Make this slave (--broker) the master of its group, in a new epoch starting at its log
-    /// end. For when the master is stopped or fenced; refused while the master still streams
+    /// end. Under a controller, asks the controller to elect it. For when the master is stopped or fenced; refused while the master still streams
     /// to it, or when it lacks messages the group acknowledged (the reason says by how many
     /// bytes).
     Promote {
@@ -40,6 +54,21 @@ enum AdminCommand {
         /// acknowledged messages (lost).
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ControllerCommand {
+    /// Leader, members, and every broker group's master, epoch and sync-state set.
+    Status,
+    /// Make a replica the master of its group (from its sync-state set unless --unclean).
+    Elect {
+        broker_name: String,
+        broker_id: u64,
+        /// Allow a replica outside the sync-state set: acknowledged messages it lacks are
+        /// lost.
+        #[arg(long)]
+        unclean: bool,
     },
 }
 
@@ -146,6 +175,9 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCommand::Controller(cmd) = args.command {
+        return controller(&args.controller, cmd).await;
+    }
     let mut client = connect(&args.broker).await?;
     match args.command {
         AdminCommand::Topic(cmd) => topic(&mut client, cmd).await,
@@ -153,6 +185,140 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Message(cmd) => message(&mut client, cmd).await,
         AdminCommand::Stats => stats(&mut client).await,
         AdminCommand::Promote { force } => promote(&mut client, force).await,
+        AdminCommand::Controller(_) => unreachable!("handled above"),
+    }
+}
+
+async fn controller_client(addr: &str) -> anyhow::Result<ControllerClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("invalid controller address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach controller member {addr}"))?;
+    Ok(ControllerClient::new(channel))
+}
+
+async fn controller(members: &[String], cmd: ControllerCommand) -> anyhow::Result<()> {
+    // Any member answers status; an election goes to the leader, which a member names.
+    let mut order = members.to_vec();
+    let mut last = anyhow::anyhow!("no controller address given");
+    let mut tried = Vec::new();
+    while let Some(addr) = order.first().cloned() {
+        order.remove(0);
+        if tried.contains(&addr) {
+            continue;
+        }
+        tried.push(addr.clone());
+        let mut client = match controller_client(&addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let result = match &cmd {
+            ControllerCommand::Status => match client.status(cpb::StatusRequest {}).await {
+                Ok(r) => {
+                    print_controller_status(&r.into_inner());
+                    return Ok(());
+                }
+                Err(s) => s,
+            },
+            ControllerCommand::Elect {
+                broker_name,
+                broker_id,
+                unclean,
+            } => {
+                let req = cpb::ElectRequest {
+                    broker_name: broker_name.clone(),
+                    broker_id: *broker_id,
+                    unclean: *unclean,
+                };
+                match client.elect(req).await {
+                    Ok(r) => {
+                        let a = r.into_inner().assignment.unwrap_or_default();
+                        println!(
+                            "group {}: master {} in epoch {}, sync-state set {:?}",
+                            a.broker_name, a.master_id, a.epoch, a.sync_state
+                        );
+                        return Ok(());
+                    }
+                    Err(s) => s,
+                }
+            }
+        };
+        if result.code() == tonic::Code::Unavailable {
+            if let Some(hint) = result
+                .metadata()
+                .get("x-controller-leader")
+                .and_then(|v| v.to_str().ok())
+            {
+                order.insert(0, hint.to_owned());
+            }
+            last = status_error(result);
+            continue;
+        }
+        return Err(status_error(result));
+    }
+    Err(last)
+}
+
+fn print_controller_status(s: &cpb::ControllerStatus) {
+    let leader = if s.leader_id == 0 {
+        "none (election under way)".to_owned()
+    } else {
+        format!("{} at {}", s.leader_id, s.leader_address)
+    };
+    println!(
+        "member {} (term {}, applied {}); leader {leader}",
+        s.node_id, s.term, s.last_applied
+    );
+    for m in &s.members {
+        println!(
+            "  member {:<3} {:<24} {}",
+            m.node_id,
+            m.address,
+            if m.leader { "leader" } else { "follower" }
+        );
+    }
+    if s.groups.is_empty() {
+        println!("no broker group has registered");
+    }
+    for g in &s.groups {
+        let master_end = g
+            .replicas
+            .iter()
+            .find(|r| r.broker_id == g.master_id)
+            .map_or(0, |r| r.log_end);
+        println!(
+            "group {}: master {} epoch {} sync-state {:?}",
+            g.broker_name,
+            if g.master_id == 0 {
+                "none".to_owned()
+            } else {
+                g.master_id.to_string()
+            },
+            g.epoch,
+            g.sync_state
+        );
+        println!(
+            "  {:<4} {:<22} {:<22} {:>14} {:>12} {:>10}",
+            "id", "client", "replication", "log end", "lag bytes", "heard ms"
+        );
+        for r in &g.replicas {
+            println!(
+                "  {:<4} {:<22} {:<22} {:>14} {:>12} {:>10}",
+                r.broker_id,
+                r.client_address,
+                r.replication_address,
+                r.log_end,
+                master_end.saturating_sub(r.log_end),
+                r.heard_ms_ago
+                    .map_or_else(|| "never".to_owned(), |ms| ms.to_string())
+            );
+        }
     }
 }
 

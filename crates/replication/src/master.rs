@@ -85,6 +85,10 @@ pub struct SlaveStatus {
     pub lag_bytes: u64,
     /// Since the slave last reported progress (or connected).
     pub last_ack_ms_ago: u64,
+    /// Since the slave last held everything the master had (at the moment of one of its
+    /// earlier acknowledgements, or now when it holds the whole log): how far behind in time
+    /// it is, whether the master is busy or idle.
+    pub caught_up_ms_ago: u64,
 }
 
 #[derive(Debug)]
@@ -93,6 +97,10 @@ struct Slave {
     log_end: u64,
     durable: u64,
     last_ack: Instant,
+    /// The master's log end at the slave's previous acknowledgement, and when that was: an
+    /// acknowledgement reaching it means the slave was caught up as of then.
+    mark: (u64, Instant),
+    last_caught_up: Instant,
     /// Distinguishes a slave's stream from an older one of the same slave still closing.
     session: u64,
 }
@@ -161,6 +169,22 @@ impl Master {
         }
     }
 
+    /// Under a controller: the slaves every sync send must reach from now on (the
+    /// sync-state set without this master, plus members being added); `None` returns to
+    /// counting connected slaves. Answers the sends this already satisfies.
+    pub fn require(&self, members: Option<std::collections::BTreeSet<ReplicaId>>) {
+        let (released, too_few) = {
+            let mut s = self.state.lock();
+            if s.tracker.required() == members.as_ref() {
+                return;
+            }
+            let released = s.tracker.require(members);
+            (released, s.tracker.fail_if_too_few())
+        };
+        answer(released, true);
+        answer(too_few, false);
+    }
+
     /// Fails every send waiting for slaves (the master is stepping down, or stopping): each
     /// is answered as if too few slaves were connected.
     pub fn step_down(&self) {
@@ -210,7 +234,13 @@ impl Master {
     /// The connected slaves.
     pub fn slaves(&self) -> Vec<SlaveStatus> {
         let end = self.store.log_range().1 .0;
-        let s = self.state.lock();
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        for sl in s.slaves.values_mut() {
+            if sl.durable >= end {
+                sl.last_caught_up = now;
+            }
+        }
         s.slaves
             .iter()
             .map(|(id, sl)| SlaveStatus {
@@ -220,6 +250,7 @@ impl Master {
                 durable_offset: sl.durable,
                 lag_bytes: end.saturating_sub(sl.durable),
                 last_ack_ms_ago: sl.last_ack.elapsed().as_millis() as u64,
+                caught_up_ms_ago: sl.last_caught_up.elapsed().as_millis() as u64,
             })
             .collect()
     }
@@ -230,6 +261,8 @@ impl Master {
     }
 
     fn connect(&self, id: ReplicaId, peer: String, log_end: u64, durable: u64) -> u64 {
+        let end = self.store.log_range().1 .0;
+        let now = Instant::now();
         let mut s = self.state.lock();
         s.next_session += 1;
         let session = s.next_session;
@@ -239,7 +272,15 @@ impl Master {
                 peer,
                 log_end,
                 durable,
-                last_ack: Instant::now(),
+                last_ack: now,
+                mark: (end, now),
+                // Not caught up until it shows it: a slave that connects far behind must
+                // catch up before it counts as in sync.
+                last_caught_up: if durable >= end {
+                    now
+                } else {
+                    now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+                },
                 session,
             },
         );
@@ -250,13 +291,22 @@ impl Master {
     }
 
     fn ack(&self, id: ReplicaId, session: u64, log_end: u64, durable: u64) {
+        let end = self.store.log_range().1 .0;
+        let now = Instant::now();
         let mut s = self.state.lock();
         let Some(sl) = s.slaves.get_mut(&id).filter(|sl| sl.session == session) else {
             return;
         };
         sl.log_end = sl.log_end.max(log_end);
         sl.durable = sl.durable.max(durable);
-        sl.last_ack = Instant::now();
+        sl.last_ack = now;
+        if sl.durable >= sl.mark.0 {
+            sl.last_caught_up = sl.last_caught_up.max(sl.mark.1);
+        }
+        if sl.durable >= end {
+            sl.last_caught_up = now;
+        }
+        sl.mark = (end, now);
         let woken = s.tracker.ack(id, durable);
         drop(s);
         answer(woken, true);

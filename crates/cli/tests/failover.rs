@@ -1,0 +1,641 @@
+//! Automatic failover, as real `rocketlog` processes on 127.0.0.1: three nameservers run the
+//! controller, one broker group has three replicas in `sync` mode with
+//! `min_in_sync_replicas = 2`, and official Python client producers send without pause while
+//! the harness breaks things. The clients reach the group through one address in front of it
+//! (the fault-injecting proxy, as a Kubernetes Service would be): before each fault it is
+//! pointed at a replica that the fault spares, as a Service routes to live pods, and that
+//! replica passes the calls to whichever replica is master. One fault per cycle: SIGKILL the master; SIGSTOP it (a paused
+//! master must be fenced, and on waking rejoin as a slave without acknowledging anything);
+//! SIGKILL a controller member; SIGKILL the master and then the controller leader while the
+//! election is pending. After each fault the harness measures the time from the fault to the
+//! producers' first success after their first failure, heals the fault and waits until all
+//! three replicas are in the sync-state set again. At the end every acknowledged message must
+//! be readable from the group: none lost.
+//!
+//! `ROCKETLOG_TEST_FAILOVER_CYCLES` sets the number of cycles (default 5, one of each fault
+//! and a second master kill).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rocketlog_tests::{process, venv, FaultProxy};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rocketlog");
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+const GROUP: &str = "fo-a";
+
+/// A `rocketlog` process; killed when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    args: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.cont();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn start(name: &str, args: Vec<String>) -> Proc {
+        let mut cmd = Command::new(BIN);
+        for (var, _) in std::env::vars().filter(|(n, _)| n.starts_with("ROCKETLOG_")) {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
+            .args(&args)
+            .env(
+                "RUST_LOG",
+                std::env::var("ROCKETLOG_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rocketlog");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Proc {
+            name: name.to_owned(),
+            child,
+            log,
+            args,
+        };
+        if rx.recv_timeout(WAIT).is_err() {
+            panic!("{name}: no readiness line within {WAIT:?}:\n{}", p.logs());
+        }
+        // Keep reading stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let _ = &mut p;
+        p
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+
+    fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    fn cont(&self) {
+        self.signal("-CONT");
+    }
+
+    fn kill(&mut self) {
+        self.cont();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        *self = Proc::start(&self.name.clone(), self.args.clone());
+    }
+
+    fn logs(&self) -> String {
+        let lines = self.log.lock().unwrap();
+        let tail = lines.len().saturating_sub(200);
+        lines[tail..].join("\n")
+    }
+}
+
+/// A port that was free a moment ago (the configuration must name every member's port
+/// before any starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nameservers: Vec<Proc>,
+    ns_addrs: Vec<String>,
+    brokers: BTreeMap<u64, Proc>,
+    clients: BTreeMap<u64, String>,
+    /// The one address clients use.
+    front: FaultProxy,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ns_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ns_addrs: Vec<String> = ns_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let peers: Vec<String> = ns_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("\"{}={a}\"", i + 1))
+            .collect();
+        let mut nameservers = Vec::new();
+        for (i, addr) in ns_addrs.iter().enumerate() {
+            let id = i + 1;
+            let path = dir.path().join(format!("ns{id}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    r#"
+[nameserver.controller]
+enabled = true
+node_id = {id}
+peers = [{peers}]
+data_dir = "{data}"
+"#,
+                    peers = peers.join(", "),
+                    data = dir.path().join(format!("ns{id}")).display()
+                ),
+            )
+            .expect("nameserver config");
+            nameservers.push(Proc::start(
+                &format!("nameserver {id}"),
+                vec![
+                    "--config".into(),
+                    path.display().to_string(),
+                    "nameserver".into(),
+                    "--listen".into(),
+                    addr.clone(),
+                ],
+            ));
+        }
+        let mut brokers = BTreeMap::new();
+        let mut clients = BTreeMap::new();
+        for id in 1..=3u64 {
+            let data = dir.path().join(format!("b{id}"));
+            let client = format!("127.0.0.1:{}", free_port());
+            let path = dir.path().join(format!("b{id}.toml"));
+            std::fs::write(&path, broker_config(&data, id, &ns_addrs)).expect("broker config");
+            brokers.insert(
+                id,
+                Proc::start(
+                    &format!("broker {id}"),
+                    vec![
+                        "--config".into(),
+                        path.display().to_string(),
+                        "broker".into(),
+                        "--listen".into(),
+                        client.clone(),
+                    ],
+                ),
+            );
+            clients.insert(id, client);
+        }
+        let front = FaultProxy::start(clients[&1].parse().expect("address")).expect("proxy");
+        Cluster {
+            _dir: dir,
+            nameservers,
+            ns_addrs,
+            brokers,
+            clients,
+            front,
+        }
+    }
+
+    fn endpoints(&self) -> String {
+        self.front.address().to_string()
+    }
+
+    /// Sends the clients to replica `id` from now on: open connections are closed and new
+    /// ones go there.
+    fn route_clients_to(&self, id: u64) {
+        self.front
+            .retarget(self.clients[&id].parse().expect("address"));
+        self.front.heal();
+    }
+
+    fn all_logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.nameservers.iter().chain(self.brokers.values()) {
+            out.push_str(&format!("--- {} ---\n{}\n", p.name, p.logs()));
+        }
+        out
+    }
+
+    /// `admin controller status`, asked of the running members.
+    fn status(&self) -> Option<Status> {
+        let out = Command::new(BIN)
+            .args(["admin", "--controller", &self.ns_addrs.join(",")])
+            .args(["controller", "status"])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Status::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Waits until the group has a master whose sync-state set holds all three replicas and
+    /// whose controller has a leader; returns that status.
+    fn wait_healthy(&self, what: &str) -> Status {
+        let deadline = Instant::now() + WAIT * 2;
+        loop {
+            if let Some(s) = self.status() {
+                if s.leader != 0 && s.master != 0 && s.sync_state.len() == 3 {
+                    return s;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the group did not get back to a master with 3 replicas in sync; last \
+                 status {:?}\n{}",
+                self.status(),
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn broker_config(data: &Path, id: u64, nameservers: &[String]) -> String {
+    let ns: Vec<String> = nameservers.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"
+[broker]
+broker_name = "{GROUP}"
+broker_id = {id}
+data_dir = "{data}"
+flush_mode = "sync"
+max_body_size = 1048576
+nameserver_addresses = [{ns}]
+heartbeat_interval_ms = 2000
+replication_listen = "127.0.0.1:0"
+shutdown_grace_ms = 2000
+
+[broker.store]
+segment_size = 4194304
+consume_queue_segment_entries = 4096
+index_entries_per_file = 20000
+index_slots = 5003
+
+[broker.receive]
+min_invisible_duration_ms = 1000
+min_long_polling_ms = 1000
+max_long_polling_ms = 3000
+
+[broker.replication]
+mode = "sync"
+min_in_sync_replicas = 2
+sync_timeout_ms = 3000
+heartbeat_interval_ms = 200
+state_interval_ms = 200
+controller = true
+"#,
+        data = data.display(),
+        ns = ns.join(", ")
+    )
+}
+
+/// What `admin controller status` printed, as far as the test needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Status {
+    leader: u64,
+    master: u64,
+    epoch: u64,
+    sync_state: Vec<u64>,
+}
+
+impl Status {
+    fn parse(text: &str) -> Option<Status> {
+        let leader = text
+            .lines()
+            .next()?
+            .split("leader ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .unwrap_or(0);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("group {GROUP}:")))?;
+        let word = |after: &str| {
+            line.split(after)
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        };
+        let set = line.split("sync-state [").nth(1)?.split(']').next()?;
+        Some(Status {
+            leader,
+            master: word("master ")?.parse().unwrap_or(0),
+            epoch: word("epoch ")?.parse().ok()?,
+            sync_state: set
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect(),
+        })
+    }
+}
+
+/// The controller member that leads, by index into `nameservers`.
+fn leader_index(s: &Status) -> usize {
+    (s.leader as usize).saturating_sub(1)
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0)
+}
+
+/// Milliseconds from `fault` to the first successful send after the first failed one (0
+/// when no send failed), once that success is in the timeline.
+fn recovered_after(timeline: &Path, fault: u64) -> Option<u64> {
+    let text = std::fs::read_to_string(timeline).ok()?;
+    let mut failed = false;
+    let mut last_ok_before_failure = None;
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        let (Some(t), Some(what)) = (w.next().and_then(|t| t.parse::<u64>().ok()), w.next()) else {
+            continue;
+        };
+        if t < fault {
+            continue;
+        }
+        match what {
+            "fail" => failed = true,
+            "ok" if failed => return Some(t - fault),
+            "ok" => last_ok_before_failure = Some(t),
+            _ => {}
+        }
+    }
+    // No failure at all for a while after the fault: the producers never noticed it.
+    last_ok_before_failure
+        .filter(|t| t.saturating_sub(fault) > 5_000)
+        .map(|_| 0)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillMaster,
+    PauseMaster,
+    KillControllerMember,
+    KillMasterThenControllerLeader,
+}
+
+const FAULTS: [Fault; 5] = [
+    Fault::KillMaster,
+    Fault::PauseMaster,
+    Fault::KillControllerMember,
+    Fault::KillMasterThenControllerLeader,
+    Fault::KillMaster,
+];
+
+fn cycles() -> usize {
+    std::env::var("ROCKETLOG_TEST_FAILOVER_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FAULTS.len())
+}
+
+fn python(
+    cluster: &Cluster,
+    env: &[(&str, String)],
+    timeout_secs: u64,
+) -> (Command, tempfile::TempDir) {
+    let python = venv::python().unwrap_or_else(|e| panic!("the Python virtualenv: {e}"));
+    let dir = venv::scripts_dir();
+    let home = tempfile::tempdir().expect("home");
+    let mut cmd = Command::new(python);
+    cmd.current_dir(&dir)
+        .arg("-u")
+        .arg(dir.join("replication.py"))
+        .arg(cluster.endpoints())
+        .arg(format!("{}", std::process::id()))
+        .env("HOME", home.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("ROCKETLOG_SCENARIO_TIMEOUT", timeout_secs.to_string())
+        .env("ROCKETLOG_INVISIBLE_SECS", "5")
+        .env("ROCKETLOG_AWAIT_SECS", "2")
+        .env("ROCKETLOG_REPL_TOPIC", "failover-topic");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (cmd, home)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[test]
+fn the_controller_replaces_a_failed_master_and_no_acknowledged_message_is_lost() {
+    let mut cluster = Cluster::start();
+    let first = cluster.wait_healthy("start");
+    let work = tempfile::tempdir().expect("work");
+    let state = work.path().join("acked");
+    let timeline = work.path().join("timeline");
+    let stop: PathBuf = work.path().join("stop");
+    let (mut cmd, _home) = python(
+        &cluster,
+        &[
+            ("ROCKETLOG_REPL_PHASE", "failover".into()),
+            ("ROCKETLOG_REPL_STATE", state.display().to_string()),
+            ("ROCKETLOG_REPL_TIMELINE", timeline.display().to_string()),
+            ("ROCKETLOG_REPL_STOP", stop.display().to_string()),
+            ("ROCKETLOG_REPL_PRODUCERS", "2".into()),
+            ("ROCKETLOG_REPL_SECONDS", "1500".into()),
+        ],
+        1800,
+    );
+    // Files, not pipes: nobody reads the producers' output until they end.
+    let out_path = work.path().join("producers.out");
+    let err_path = work.path().join("producers.err");
+    let mut producers = cmd
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("python");
+    let mut failovers = Vec::new();
+    let mut epoch = first.epoch;
+    for cycle in 0..cycles() {
+        let fault = FAULTS[cycle % FAULTS.len()];
+        let before = cluster.wait_healthy(&format!("cycle {cycle} before {fault:?}"));
+        assert!(
+            before.epoch >= epoch,
+            "epochs only grow: {epoch} then {before:?}"
+        );
+        epoch = before.epoch;
+        let acked = lines(&state);
+        let deadline = Instant::now() + WAIT;
+        while lines(&state) < acked + 100 {
+            assert!(
+                producers.try_wait().expect("python").is_none(),
+                "cycle {cycle}: the producers stopped:\n{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: the producers are not getting sends through\n{}\n--- producers ---\n{}\n{}",
+                cluster.all_logs(),
+                std::fs::read_to_string(&out_path).unwrap_or_default(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+            std::thread::sleep(POLL);
+        }
+        let master = before.master;
+        let spared = (1..=3).find(|id| *id != master).expect("a slave");
+        cluster.route_clients_to(spared);
+        let acked = lines(&state);
+        let deadline = Instant::now() + WAIT;
+        while lines(&state) < acked + 20 {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: no send got through replica {spared}\n{}",
+                cluster.all_logs()
+            );
+            std::thread::sleep(POLL);
+        }
+        let at = now_ms();
+        match fault {
+            Fault::KillMaster => cluster.brokers.get_mut(&master).expect("master").kill(),
+            Fault::PauseMaster => cluster.brokers[&master].stop(),
+            Fault::KillControllerMember => {
+                let follower = (0..3)
+                    .find(|i| *i != leader_index(&before))
+                    .expect("a follower");
+                cluster.nameservers[follower].kill();
+            }
+            Fault::KillMasterThenControllerLeader => {
+                cluster.brokers.get_mut(&master).expect("master").kill();
+                // Half-way through the master timeout, the leader that was watching it goes.
+                std::thread::sleep(Duration::from_millis(1_500));
+                cluster.nameservers[leader_index(&before)].kill();
+            }
+        }
+        let deadline = Instant::now() + WAIT;
+        let took = loop {
+            if let Some(ms) = recovered_after(&timeline, at) {
+                break ms;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle} ({fault:?}): the producers did not recover within {WAIT:?}; \
+                 status {:?}\n{}",
+                cluster.status(),
+                cluster.all_logs()
+            );
+            std::thread::sleep(POLL);
+        };
+        let after = cluster.status();
+        println!(
+            "cycle {cycle}: {fault:?} of master {master} (epoch {}): producers succeeded again \
+             after {took} ms; now {after:?}",
+            before.epoch
+        );
+        failovers.push((fault, took));
+        // Heal.
+        match fault {
+            Fault::KillMaster => cluster.brokers.get_mut(&master).expect("master").restart(),
+            Fault::PauseMaster => cluster.brokers[&master].cont(),
+            Fault::KillControllerMember => {
+                for ns in &mut cluster.nameservers {
+                    if ns.child.try_wait().ok().flatten().is_some() {
+                        ns.restart();
+                    }
+                }
+            }
+            Fault::KillMasterThenControllerLeader => {
+                cluster.brokers.get_mut(&master).expect("master").restart();
+                cluster.nameservers[leader_index(&before)].restart();
+            }
+        }
+        if matches!(
+            fault,
+            Fault::KillMaster | Fault::PauseMaster | Fault::KillMasterThenControllerLeader
+        ) {
+            let s = cluster.wait_healthy(&format!("cycle {cycle} after {fault:?}"));
+            assert_ne!(
+                s.master, master,
+                "cycle {cycle}: {fault:?} did not move the master"
+            );
+            assert!(s.epoch > before.epoch, "cycle {cycle}: no new epoch: {s:?}");
+        }
+    }
+    cluster.wait_healthy("end");
+    std::fs::write(&stop, b"stop").expect("stop file");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while producers.try_wait().expect("python").is_none() {
+        assert!(Instant::now() < deadline, "the producers did not stop");
+        std::thread::sleep(POLL);
+    }
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(
+        stdout.lines().any(|l| l.starts_with("PASS ")),
+        "the producers failed:\n{stdout}\n{}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    let acked = lines(&state);
+    let (mut cmd, _home) = python(
+        &cluster,
+        &[
+            ("ROCKETLOG_REPL_PHASE", "read".into()),
+            ("ROCKETLOG_REPL_STATE", state.display().to_string()),
+        ],
+        300,
+    );
+    let read = process::run(&mut cmd, Duration::from_secs(320)).expect("reader");
+    let summary = read
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("READ "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        read.success() && read.stdout.lines().any(|l| l.starts_with("PASS ")),
+        "acknowledged messages are missing after the failovers ({acked} acknowledged):\n{}\n{}\n{}",
+        read.stdout,
+        read.stderr,
+        cluster.all_logs()
+    );
+    let mut times: Vec<u64> = failovers
+        .iter()
+        .filter(|(f, _)| !matches!(f, Fault::KillControllerMember))
+        .map(|(_, t)| *t)
+        .collect();
+    times.sort_unstable();
+    println!(
+        "failover: {} cycles, {acked} acknowledged, {summary}; master failover ms p50 {} p99 {} max {}; \
+         per cycle {failovers:?}",
+        failovers.len(),
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        times.last().copied().unwrap_or(0)
+    );
+}
