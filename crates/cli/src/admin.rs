@@ -200,7 +200,48 @@ async fn controller_client(addr: &str) -> anyhow::Result<ControllerClient<Channe
     Ok(ControllerClient::new(channel))
 }
 
+/// Asks every member and prints the freshest view: the highest term, then the most applied
+/// (a member restarted from disk may still believe it leads an old term).
+async fn controller_status(members: &[String]) -> anyhow::Result<()> {
+    let mut best: Option<cpb::ControllerStatus> = None;
+    let mut errors = Vec::new();
+    for addr in members {
+        let answer = match controller_client(addr).await {
+            Ok(mut c) => c
+                .status(cpb::StatusRequest {})
+                .await
+                .map(|r| r.into_inner())
+                .map_err(status_error),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(s) => {
+                let newer = best
+                    .as_ref()
+                    .is_none_or(|b| (s.term, s.last_applied) > (b.term, b.last_applied));
+                if newer {
+                    best = Some(s);
+                }
+            }
+            Err(e) => errors.push(format!("{addr}: {e:#}")),
+        }
+    }
+    match best {
+        Some(s) => {
+            print_controller_status(&s);
+            for e in errors {
+                println!("unreachable member {e}");
+            }
+            Ok(())
+        }
+        None => bail!("no controller member answered: {}", errors.join("; ")),
+    }
+}
+
 async fn controller(members: &[String], cmd: ControllerCommand) -> anyhow::Result<()> {
+    if let ControllerCommand::Status = cmd {
+        return controller_status(members).await;
+    }
     // Any member answers status; an election goes to the leader, which a member names.
     let mut order = members.to_vec();
     let mut last = anyhow::anyhow!("no controller address given");

@@ -582,8 +582,10 @@ fn the_controller_replaces_a_failed_master_and_no_acknowledged_message_is_lost()
         ) {
             let s = cluster.wait_healthy(&format!("cycle {cycle} after {fault:?}"));
             assert_ne!(
-                s.master, master,
-                "cycle {cycle}: {fault:?} did not move the master"
+                s.master,
+                master,
+                "cycle {cycle}: {fault:?} did not move the master\n{}",
+                cluster.all_logs()
             );
             assert!(s.epoch > before.epoch, "cycle {cycle}: no new epoch: {s:?}");
         }
