@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Starts a replicated broker group on this machine for trying replication out: a nameserver,
 # a master (broker id 0) and N slaves (ids 1..N) of broker group "broker-a", each with its own
-# data folder under DIR, sync replication by default. Ctrl-C stops them all (cleanly).
+# data folder under DIR, sync replication by default. With --controller: three nameservers
+# that run the controller and N+1 replicas (ids 1..N+1) whose master it elects. Ctrl-C stops
+# them all (cleanly).
 #
-#   deploy/local-group.sh [--slaves N] [--mode sync|async] [--dir DIR] [--bin PATH]
+#   deploy/local-group.sh [--slaves N] [--mode sync|async] [--controller] [--dir DIR] [--bin PATH]
 #
-# Ports: nameserver 9876, master client 8081 and replication 10912, slave i client 8081+i.
+# Ports: nameserver 9876 (controller: 9876-9878), broker i client 8081+i, replication 10912+i.
 set -euo pipefail
 
 slaves=1
 mode=sync
+controller=false
 dir=./rocketlog-group
 bin=
 while [ $# -gt 0 ]; do
   case "$1" in
     --slaves) slaves="$2"; shift 2 ;;
     --mode) mode="$2"; shift 2 ;;
+    --controller) controller=true; shift ;;
     --dir) dir="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,17 +50,41 @@ broker_config() { # id master_address
     echo "broker_name = \"broker-a\""
     echo "broker_id = $id"
     echo "data_dir = \"$data\""
-    echo "nameserver_addresses = [\"127.0.0.1:9876\"]"
+    if [ "$controller" = true ]; then
+      echo "nameserver_addresses = [\"127.0.0.1:9876\", \"127.0.0.1:9877\", \"127.0.0.1:9878\"]"
+    else
+      echo "nameserver_addresses = [\"127.0.0.1:9876\"]"
+    fi
     # Slaves get a replication port too: they serve it once promoted.
     echo "replication_listen = \"127.0.0.1:$((10912 + id))\""
     echo "[broker.replication]"
     echo "mode = \"$mode\""
     echo "min_in_sync_replicas = $((slaves > 0 ? 2 : 1))"
-    if [ "$id" != 0 ]; then echo "master_address = \"$master\""; fi
+    if [ "$controller" = true ]; then
+      echo "controller = true"
+    elif [ "$id" != 0 ]; then
+      echo "master_address = \"$master\""
+    fi
   } > "$data.toml"
   echo "$data.toml"
 }
 
+if [ "$controller" = true ]; then
+  peers='"1=127.0.0.1:9876", "2=127.0.0.1:9877", "3=127.0.0.1:9878"'
+  for n in 1 2 3; do
+    mkdir -p "$dir/controller-$n"
+    printf '[nameserver.controller]\nenabled = true\nnode_id = %s\npeers = [%s]\ndata_dir = "%s"\n' \
+      "$n" "$peers" "$dir/controller-$n" > "$dir/nameserver-$n.toml"
+    "$bin" --config "$dir/nameserver-$n.toml" nameserver --listen "127.0.0.1:$((9875 + n))" & pids+=($!)
+  done
+  for i in $(seq 1 "$((slaves + 1))"); do
+    "$bin" --config "$(broker_config "$i" "")" broker & pids+=($!)
+  done
+  echo "broker group broker-a: $((slaves + 1)) replicas on 8082.., $mode replication, master elected by the controller; Ctrl-C stops" >&2
+  echo "status: $bin admin --controller 127.0.0.1:9876,127.0.0.1:9877,127.0.0.1:9878 controller status" >&2
+  wait
+  exit 0
+fi
 "$bin" nameserver --listen 127.0.0.1:9876 & pids+=($!)
 "$bin" --config "$(broker_config 0 "")" broker & pids+=($!)
 for i in $(seq 1 "$slaves"); do

@@ -29,6 +29,7 @@ pub fn load<T: DeserializeOwned>(
             .list_separator(",")
             .with_list_parse_key("broker.nameserver_addresses")
             .with_list_parse_key("nameserver_addresses")
+            .with_list_parse_key("nameserver.controller.peers")
             .source(Some(config_env(std::env::vars(), sections))),
     );
     for (key, value) in overrides {
