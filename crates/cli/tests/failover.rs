@@ -94,6 +94,7 @@ impl Proc {
     fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
     }
 
