@@ -29,8 +29,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const ISOLATED_LEASES: u32 = 3;
 /// Heartbeat period before the controller has said what it wants.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
-/// A slave joins the sync-state set once it is at most this far behind (it must then hold
-/// every acknowledged send, so the master waits for it from the moment it proposes it).
+/// A slave joins the sync-state set once it is at most this far behind, holds every send
+/// acknowledged so far and everything of this master's epoch before it (from the moment it is
+/// proposed, the master waits for it too, so on joining it holds every acknowledged send).
 const JOIN_LAG_BYTES: u64 = 1 << 20;
 
 /// Heartbeats to whichever controller member leads.
@@ -292,7 +293,10 @@ impl Agent {
             role.set_fence(Instant::now() + Duration::from_millis(assignment.fence_wait_ms));
             role.require(without(&assignment.sync_state, self.broker_id));
         }
+        // Every member proposed since the last answer: a proposal whose answer was lost may
+        // still be committed, so its members stay required until an answer says what is.
         let mut proposed: Option<BTreeSet<u64>> = None;
+        let mut unanswered: BTreeSet<u64> = BTreeSet::new();
         let mut unreachable_since: Option<Instant> = None;
         loop {
             let period = Duration::from_millis(assignment.heartbeat_interval_ms.max(1));
@@ -313,9 +317,10 @@ impl Agent {
                 {
                     // From the moment a slave is proposed, sends wait for it too, so that on
                     // joining it holds every acknowledged record.
+                    unanswered.extend(view.iter().copied());
                     let mut required: BTreeSet<u64> =
                         assignment.sync_state.iter().copied().collect();
-                    required.extend(view.iter().copied());
+                    required.extend(unanswered.iter().copied());
                     role.require(without_set(&required, self.broker_id));
                     hb.proposed_sync_state = view.iter().copied().collect();
                     hb.sync_state_version = assignment.sync_state_version;
@@ -362,6 +367,7 @@ impl Agent {
                 }
             };
             self.take(&broker, &answer, sent, proposed.as_ref()).await;
+            unanswered = proposed.clone().unwrap_or_default();
             if answer.lease_ms > 0 {
                 lease = Duration::from_millis(answer.lease_ms);
             }
@@ -446,14 +452,15 @@ impl Agent {
     fn caught_up(&self, broker: &Broker, a: &pb::Assignment) -> BTreeSet<u64> {
         let settings = broker.role.settings();
         let members: BTreeSet<u64> = a.sync_state.iter().copied().collect();
+        let (acknowledged, epoch_start) = broker.role.master_progress().unwrap_or((0, 0));
         let mut view = BTreeSet::from([self.broker_id]);
         for s in broker.role.slaves() {
-            let limit = if members.contains(&s.broker_id) {
-                settings.max_lag_bytes
-            } else {
-                JOIN_LAG_BYTES.min(settings.max_lag_bytes)
-            };
-            if s.lag_bytes <= limit && s.caught_up_ms_ago <= settings.max_lag_ms {
+            let fresh = s.caught_up_ms_ago <= settings.max_lag_ms;
+            let keeps = members.contains(&s.broker_id) && s.lag_bytes <= settings.max_lag_bytes;
+            let joins = s.lag_bytes <= JOIN_LAG_BYTES.min(settings.max_lag_bytes)
+                && s.durable_offset >= acknowledged
+                && s.durable_offset >= epoch_start;
+            if fresh && (keeps || joins) {
                 view.insert(s.broker_id);
             }
         }

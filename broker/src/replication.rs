@@ -451,6 +451,11 @@ impl GroupRole {
             let end = store.log_range().1 .0;
             let dir = identity.store_dir.clone();
             let history = tokio::task::spawn_blocking(move || {
+                // Entries starting past this log's end (adopted from a master this replica
+                // never caught up with) describe bytes it does not hold.
+                epochs
+                    .truncate_to(end)
+                    .map_err(|e| BrokerError::Replication(e.to_string()))?;
                 epochs
                     .begin(next, end)
                     .map_err(|e| BrokerError::Replication(e.to_string()))?;
@@ -568,6 +573,14 @@ impl GroupRole {
             Role::Slave { follower } => Some(follower.master_address().to_owned()),
             Role::Master { .. } => None,
         }
+    }
+
+    /// A master's acknowledged offset (what producers were told is stored) and where its
+    /// epoch starts: a slave joins the sync-state set only once it holds both.
+    pub fn master_progress(&self) -> Option<(u64, u64)> {
+        let m = self.master()?;
+        let start = m.epochs().last().map_or(0, |e| e.start_offset);
+        Some((m.acknowledged_offset(), start))
     }
 
     /// The master epoch this broker writes under, when it is master.
@@ -726,6 +739,9 @@ impl GroupRole {
         let epoch = elected.unwrap_or_else(|| epochs.history().last().map_or(1, |e| e.epoch + 1));
         let dir = self.identity.store_dir.clone();
         let history = tokio::task::spawn_blocking(move || {
+            // A slave elected before it caught up holds entries of its master's history that
+            // start past its log end: they describe bytes it never got.
+            epochs.truncate_to(end).map_err(|e| e.to_string())?;
             epochs.begin(epoch, end).map_err(|e| e.to_string())?;
             own_epochs::add(&dir, epoch, end).map_err(|e| e.to_string())?;
             Ok::<_, String>(epochs.history().clone())

@@ -67,11 +67,19 @@ pub(super) async fn topic_route(
     create: bool,
 ) -> Result<Vec<BrokerQueues>, ApiError> {
     let local = b.topics.get(topic);
-    let slave = b.role.follower_status().map(|(status, _)| SlaveView {
-        broker_id: b.role.broker_id(),
-        following: status.connected && !status.master_client_address.is_empty(),
-        master_client_address: status.master_client_address,
-    });
+    let is_slave = !b.role.is_master();
+    // Under a controller every replica is an access point with the topic's own permission:
+    // while it follows no master its sends fail retriably and succeed again once one is
+    // elected, so clients must not learn a read-only route (they would keep it until their
+    // next route refresh, 30 s later).
+    let slave = (!b.role.under_controller())
+        .then(|| b.role.follower_status())
+        .flatten()
+        .map(|(status, _)| SlaveView {
+            broker_id: b.role.broker_id(),
+            following: status.connected && !status.master_client_address.is_empty(),
+            master_client_address: status.master_client_address,
+        });
     let brokers = b
         .routes
         .route(topic, local.as_deref(), slave.as_ref())
@@ -80,7 +88,7 @@ pub(super) async fn topic_route(
         return Ok(brokers);
     }
     // A slave's topics are its master's: it creates none of its own.
-    if !create || slave.is_some() {
+    if !create || is_slave {
         return Err(ApiError::TopicNotFound(topic.to_owned()));
     }
     let created = if topic.starts_with(DLQ_TOPIC_PREFIX) {

@@ -398,6 +398,28 @@ fn recovered_after(timeline: &Path, fault: u64) -> Option<u64> {
         .map(|_| 0)
 }
 
+/// Per second after `fault`: sends that succeeded and failed.
+fn outcomes_per_second(timeline: &Path, fault: u64) -> Vec<(u64, u32, u32)> {
+    let mut out: BTreeMap<u64, (u32, u32)> = BTreeMap::new();
+    for line in std::fs::read_to_string(timeline)
+        .unwrap_or_default()
+        .lines()
+    {
+        let mut w = line.split_whitespace();
+        if let (Some(Ok(t)), Some(what)) = (w.next().map(str::parse::<u64>), w.next()) {
+            if t >= fault {
+                let e = out.entry((t - fault) / 1000).or_default();
+                if what == "ok" {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+            }
+        }
+    }
+    out.into_iter().map(|(s, (ok, f))| (s, ok, f)).collect()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     KillMaster,
@@ -555,6 +577,17 @@ fn the_controller_replaces_a_failed_master_and_no_acknowledged_message_is_lost()
             std::thread::sleep(POLL);
         };
         let after = cluster.status();
+        if took > 10_000 {
+            // Slower than the target: the logs say where the time went.
+            let per_second = outcomes_per_second(&timeline, at);
+            let client = std::fs::read_to_string(&err_path).unwrap_or_default();
+            let client_tail: Vec<&str> = client.lines().rev().take(80).collect();
+            println!(
+                "cycle {cycle}: slow recovery ({took} ms) after the fault at {at} ms:\n{}\n--- sends per second after the fault (ok, failed) ---\n{per_second:?}\n--- client log tail ---\n{}",
+                cluster.all_logs(),
+                client_tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         println!(
             "cycle {cycle}: {fault:?} of master {master} (epoch {}): producers succeeded again \
              after {took} ms; now {after:?}",

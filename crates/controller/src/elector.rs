@@ -346,6 +346,7 @@ impl Elector {
         Some(Command::Elect {
             group: name.to_owned(),
             expected_epoch: g.epoch,
+            expected_version: g.sync_state_version,
             master: best,
             incarnation: seen.incarnation,
             sync_state,
@@ -401,6 +402,7 @@ impl Elector {
         Ok(Command::Elect {
             group: name.to_owned(),
             expected_epoch: g.epoch,
+            expected_version: g.sync_state_version,
             master: id,
             incarnation: seen.incarnation,
             sync_state,

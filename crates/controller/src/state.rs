@@ -44,10 +44,13 @@ pub enum Command {
         cluster: String,
         replica: ReplicaInfo,
     },
-    /// Makes `master` (of process `incarnation`) the master of epoch `expected_epoch + 1`.
+    /// Makes `master` (of process `incarnation`) the master of epoch `expected_epoch + 1`,
+    /// provided the group is still at that epoch and its sync-state set still at
+    /// `expected_version` (the set the choice was made from).
     Elect {
         group: String,
         expected_epoch: u64,
+        expected_version: u64,
         master: u64,
         incarnation: u64,
         sync_state: BTreeSet<u64>,
@@ -115,6 +118,7 @@ impl ControllerState {
             Command::Elect {
                 group,
                 expected_epoch,
+                expected_version,
                 master,
                 incarnation,
                 sync_state,
@@ -128,6 +132,13 @@ impl ControllerState {
                     return Outcome::Refused(format!(
                         "group {group} is at epoch {}, the election was for epoch {expected_epoch}",
                         g.epoch
+                    ));
+                }
+                if g.sync_state_version != *expected_version {
+                    return Outcome::Refused(format!(
+                        "the sync-state set of group {group} changed (version {}, the election \
+                         was decided from {expected_version})",
+                        g.sync_state_version
                     ));
                 }
                 if !g.replicas.contains_key(master) {
@@ -214,6 +225,9 @@ mod tests {
         Command::Elect {
             group: "g".into(),
             expected_epoch,
+            // Every election bumps the version once; these tests change the set only by
+            // elections.
+            expected_version: expected_epoch,
             master,
             incarnation: 7,
             sync_state: set.iter().copied().collect(),
@@ -284,6 +298,42 @@ mod tests {
         let g = &s.groups["g"];
         assert_eq!(g.sync_state, [1, 2, 3].into_iter().collect());
         assert_eq!(g.sync_state_version, 2);
+    }
+
+    #[test]
+    fn an_election_decided_from_an_older_sync_state_set_is_refused() {
+        let mut s = ControllerState::default();
+        for id in 1..=3 {
+            register(&mut s, id);
+        }
+        s.apply(&elect(0, 1, &[1]));
+        s.apply(&Command::AlterSyncState {
+            group: "g".into(),
+            epoch: 1,
+            master: 1,
+            expected_version: 1,
+            sync_state: [1, 2, 3].into_iter().collect(),
+        });
+        // Decided while 2 was in the set; the master then dropped it.
+        let stale = Command::Elect {
+            group: "g".into(),
+            expected_epoch: 1,
+            expected_version: 2,
+            master: 2,
+            incarnation: 7,
+            sync_state: [2].into_iter().collect(),
+            unclean: false,
+            reason: "test".into(),
+        };
+        s.apply(&Command::AlterSyncState {
+            group: "g".into(),
+            epoch: 1,
+            master: 1,
+            expected_version: 2,
+            sync_state: [1, 3].into_iter().collect(),
+        });
+        assert!(matches!(s.apply(&stale), Outcome::Refused(_)));
+        assert_eq!(s.groups["g"].master, Some(1));
     }
 
     #[test]

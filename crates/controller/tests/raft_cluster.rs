@@ -151,6 +151,8 @@ fn elect(group: &str, expected_epoch: u64, master: u64) -> Command {
     Command::Elect {
         group: group.into(),
         expected_epoch,
+        // The set changes only by elections here, each bumping its version once.
+        expected_version: expected_epoch,
         master,
         incarnation: 1,
         sync_state: [master].into(),

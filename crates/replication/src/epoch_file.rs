@@ -175,6 +175,15 @@ impl EpochFile {
         self.replace(next)
     }
 
+    /// Replaces the whole history with `history` (the master's, once it admitted this log as
+    /// a prefix of its own), durably. Writes nothing if they are equal.
+    pub fn adopt(&mut self, history: EpochHistory) -> Result<(), EpochFileError> {
+        if history == self.history {
+            return Ok(());
+        }
+        self.replace(history)
+    }
+
     fn replace(&mut self, next: EpochHistory) -> Result<(), EpochFileError> {
         persist(&self.path, &encode(&next))?;
         self.history = next;

@@ -352,15 +352,13 @@ pub async fn compare(
 
 /// Records the master's epochs that this replica's history lacks.
 fn adopt_epochs(file: &mut EpochFile, master: &[pb::Epoch]) -> Result<(), String> {
+    // The master compared the two logs before admitting this one, so this log is a prefix of
+    // the master's and the master's history describes it, byte for byte. Keeping any entry
+    // of our own (an epoch this replica began or followed that the master never had, left at
+    // the point the log was cut) would label the master's older records with it.
     let master = from_pb_epochs(master).map_err(|e| format!("the master's epochs: {e}"))?;
-    let last = file.history().last().map(|e| e.epoch);
-    for e in master.entries() {
-        if last.is_none_or(|l| e.epoch > l) {
-            file.begin(e.epoch, e.start_offset)
-                .map_err(|err| format!("recording epoch {} from the master: {err}", e.epoch))?;
-        }
-    }
-    Ok(())
+    file.adopt(master)
+        .map_err(|err| format!("recording the master's epochs: {err}"))
 }
 
 /// Reports each chunk once it is durable (in order), as an Ack.
