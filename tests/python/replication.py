@@ -26,8 +26,8 @@
 - ``failover``: ``ROCKETLOG_REPL_PRODUCERS`` producers send without pause until the file
   ``ROCKETLOG_REPL_STOP`` exists (or ``ROCKETLOG_REPL_SECONDS`` pass), failures allowed, while
   the harness breaks the group. Every send's outcome is appended to ``ROCKETLOG_REPL_TIMELINE``
-  as ``<unix ms> ok|fail`` so the harness can measure how long each failover kept producers
-  from succeeding. Prints ``SENT <acked> FAILED <failed>``.
+  as ``<started unix ms> <ended unix ms> ok|fail`` so the harness can measure how long each
+  failover kept producers from succeeding. Prints ``SENT <acked> FAILED <failed>``.
 """
 
 import os
@@ -117,19 +117,20 @@ def failover(s, topic, state):
         while not os.path.exists(stop) and time.monotonic() < limit:
             n += 1
             msg = s.message(topic, f"fo-{p}-{n}-{s.suffix}".encode(), tag="F", keys=(f"k-{p}-{n}",))
+            started = int(time.time() * 1000)
             try:
                 receipt = producer.send(msg)
             except Exception:  # noqa: BLE001 - the client raises a plain Exception
                 with lock:
                     results["failed"] += 1
-                    timeline.write(f"{int(time.time() * 1000)} fail\n")
+                    timeline.write(f"{started} {int(time.time() * 1000)} fail\n")
                     timeline.flush()
                 time.sleep(0.05)
                 continue
             with lock:
                 out.write(receipt.message_id + "\n")
                 out.flush()
-                timeline.write(f"{int(time.time() * 1000)} ok\n")
+                timeline.write(f"{started} {int(time.time() * 1000)} ok\n")
                 timeline.flush()
                 results["acked"] += 1
 
