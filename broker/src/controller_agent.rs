@@ -25,6 +25,9 @@ use crate::replication::StartAs;
 pub const LEADER_HEADER: &str = "x-controller-leader";
 /// Deadline of one controller call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A slave whose master is in a newer epoch than it follows, and that is not admitted in
+/// it for this long, restarts to compare its log with the master's.
+const STALE_FOLLOW: Duration = Duration::from_secs(3);
 /// A master unable to reach the controller for this many leases lets go of its clients.
 const ISOLATED_LEASES: u32 = 3;
 /// Heartbeat period before the controller has said what it wants.
@@ -151,6 +154,8 @@ pub struct Agent {
     restart_reason: Mutex<Option<String>>,
     /// The restart is because this master lost the controller.
     isolated: std::sync::atomic::AtomicBool,
+    /// A slave not admitted by its master in the assignment's epoch, since when.
+    behind_since: Mutex<Option<Instant>>,
 }
 
 /// The role the controller assigned at start, with the lease that came with it.
@@ -183,6 +188,7 @@ impl Agent {
             restart: CancellationToken::new(),
             restart_reason: Mutex::new(None),
             isolated: std::sync::atomic::AtomicBool::new(false),
+            behind_since: Mutex::new(None),
         }
     }
 
@@ -444,6 +450,24 @@ impl Agent {
                 "the master of group {} is now replica {} at {} (epoch {})",
                 self.broker_name, a.master_id, a.master_replication_address, a.epoch
             ));
+            return;
+        }
+        // The same master in a newer epoch (it restarted and was elected again): the follower
+        // reconnects by itself, unless the logs diverged, which only a restart (compare and
+        // cut) resolves. Give it a few heartbeats to be admitted first.
+        let connected = role.follower_status().is_some_and(|(s, _)| s.connected);
+        if a.master_id != 0 && a.epoch > role.epoch() && !connected {
+            let since = *self.behind_since.lock().get_or_insert_with(Instant::now);
+            if since.elapsed() > STALE_FOLLOW {
+                self.ask_restart(format!(
+                    "following replica {} but not admitted in its epoch {} for {} ms",
+                    a.master_id,
+                    a.epoch,
+                    since.elapsed().as_millis()
+                ));
+            }
+        } else {
+            *self.behind_since.lock() = None;
         }
     }
 
