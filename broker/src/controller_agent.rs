@@ -70,6 +70,17 @@ impl ControllerClient {
         Ok(channel)
     }
 
+    /// The leader a refusing member named, when it is one of the configured addresses: this
+    /// broker talks to the controller only through those (the members' own addresses may not
+    /// be reachable from here, or may bypass the path the operator set up).
+    fn hint(&self, status: &tonic::Status) -> Option<String> {
+        let hint = status.metadata().get(LEADER_HEADER)?.to_str().ok()?;
+        self.addresses
+            .iter()
+            .find(|a| a.as_str() == hint)
+            .cloned()
+    }
+
     /// Asks the leader to make `broker_id` the master of `broker_name`.
     pub async fn elect(&self, req: &pb::ElectRequest) -> Result<pb::Assignment, tonic::Status> {
         let mut last = tonic::Status::unavailable("no controller address configured");
@@ -87,12 +98,8 @@ impl ControllerClient {
             match GrpcClient::new(channel).elect(req.clone()).await {
                 Ok(r) => return Ok(r.into_inner().assignment.unwrap_or_default()),
                 Err(status) if status.code() == tonic::Code::Unavailable => {
-                    if let Some(hint) = status
-                        .metadata()
-                        .get(LEADER_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        order.insert(0, hint.to_owned());
+                    if let Some(hint) = self.hint(&status) {
+                        order.insert(0, hint);
                     }
                     last = status;
                 }
@@ -122,13 +129,8 @@ impl ControllerClient {
                     return Ok(r.into_inner());
                 }
                 Err(status) => {
-                    if let Some(hint) = status
-                        .metadata()
-                        .get(LEADER_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|h| !h.is_empty() && !tried.iter().any(|t| t == h))
-                    {
-                        order.insert(0, hint.to_owned());
+                    if let Some(hint) = self.hint(&status).filter(|h| !tried.contains(h)) {
+                        order.insert(0, hint);
                     }
                     last = format!("controller {address}: {}", status.message());
                 }
