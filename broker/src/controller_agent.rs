@@ -75,10 +75,7 @@ impl ControllerClient {
     /// be reachable from here, or may bypass the path the operator set up).
     fn hint(&self, status: &tonic::Status) -> Option<String> {
         let hint = status.metadata().get(LEADER_HEADER)?.to_str().ok()?;
-        self.addresses
-            .iter()
-            .find(|a| a.as_str() == hint)
-            .cloned()
+        self.addresses.iter().find(|a| a.as_str() == hint).cloned()
     }
 
     /// Asks the leader to make `broker_id` the master of `broker_name`.
