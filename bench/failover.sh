@@ -15,17 +15,8 @@
 set -euo pipefail
 
 duration=${1:-8}
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$root/target/release/rocketlog"
-cargo build --release -p rocketlog --manifest-path "$root/Cargo.toml" >&2
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

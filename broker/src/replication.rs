@@ -613,7 +613,7 @@ impl GroupRole {
             l.from = Some(Instant::now() + fence_wait);
             l.until = Some(lease_until);
         }
-        self.promote_inner(true, Some(epoch)).await
+        self.promote_inner(false, Some(epoch)).await
     }
 
     /// Changes whenever this broker's role does (a promotion).

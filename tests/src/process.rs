@@ -1,7 +1,9 @@
-//! Running a child process to completion under a deadline, with its output captured.
+//! Running a child process to completion under a deadline, with its output captured; and
+//! starting a long-running `rocketlog` server that announces itself on stdout.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -85,6 +87,76 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Finished> {
         stderr: join(stderr),
         took: started.elapsed(),
     })
+}
+
+/// A server started by [`start_announced`]: the child, the readiness line it printed and
+/// every line of its stderr (its log) so far.
+#[derive(Debug)]
+pub struct Announced {
+    pub child: Child,
+    /// The `rocketlog ready …` line.
+    pub ready: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Announced {
+    /// The value of `name=` in the readiness line (`client`, `replication`, `nameserver`).
+    pub fn field(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.ready
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(prefix.as_str()))
+            .map(str::to_owned)
+    }
+}
+
+/// Starts `cmd` with no `ROCKETLOG_*` variable of the test's environment (configuration comes
+/// from its arguments only), `RUST_LOG` from `ROCKETLOG_TEST_BROKER_LOG` (default `info`), its
+/// stderr collected line by line, and waits up to `wait` for its first stdout line (the
+/// readiness line); stdout keeps being drained after that. Panics, with the log, when the line
+/// does not come.
+pub fn start_announced(mut cmd: Command, wait: Duration) -> Announced {
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("ROCKETLOG_")) {
+        cmd.env_remove(name);
+    }
+    let mut child = cmd
+        .env(
+            "RUST_LOG",
+            std::env::var("ROCKETLOG_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let ready = rx.recv_timeout(wait).unwrap_or_else(|_| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "no readiness line within {wait:?} from {cmd:?}:\n{}",
+            log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+        )
+    });
+    // Later lines (none are expected) are read and dropped so the pipe never fills.
+    thread::spawn(move || while rx.recv().is_ok() {});
+    Announced { child, ready, log }
 }
 
 #[cfg(test)]

@@ -23,10 +23,9 @@
 //! `ROCKETLOG_TEST_FAILOVER_CYCLES` sets the number of cycles (default 5, one of each fault).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rocketlog_tests::{process, venv, FaultProxy};
@@ -55,47 +54,14 @@ impl Drop for Proc {
 impl Proc {
     fn start(name: &str, args: Vec<String>) -> Proc {
         let mut cmd = Command::new(BIN);
-        for (var, _) in std::env::vars().filter(|(n, _)| n.starts_with("ROCKETLOG_")) {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd
-            .args(&args)
-            .env(
-                "RUST_LOG",
-                std::env::var("ROCKETLOG_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rocketlog");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut p = Proc {
+        cmd.args(&args);
+        let started = process::start_announced(cmd, WAIT);
+        Proc {
             name: name.to_owned(),
-            child,
-            log,
+            child: started.child,
+            log: started.log,
             args,
-        };
-        if rx.recv_timeout(WAIT).is_err() {
-            panic!("{name}: no readiness line within {WAIT:?}:\n{}", p.logs());
         }
-        // Keep reading stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        let _ = &mut p;
-        p
     }
 
     fn signal(&self, sig: &str) {

@@ -6,10 +6,9 @@
 //! proxy between them), and succeed again once it is back.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rocketlog_tests::{process, run_scenario_at, venv, FaultProxy, Tuning};
@@ -46,52 +45,17 @@ impl Broker {
 
     fn start_with(data: PathBuf, config: PathBuf) -> Broker {
         let mut cmd = Command::new(BIN);
-        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("ROCKETLOG_")) {
-            cmd.env_remove(name);
-        }
-        let mut child = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&config)
-            .args(["broker", "--listen", "127.0.0.1:0"])
-            .env(
-                "RUST_LOG",
-                std::env::var("ROCKETLOG_TEST_BROKER_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rocketlog");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
-            panic!(
-                "no readiness line within {WAIT:?}:\n{}",
-                log.lock().unwrap().join("\n")
-            )
-        });
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .map(str::to_owned)
-        };
+            .args(["broker", "--listen", "127.0.0.1:0"]);
+        let started = process::start_announced(cmd, WAIT);
         Broker {
-            client: field("client=").expect("client= in the readiness line"),
-            replication: field("replication="),
-            child,
-            log,
+            client: started
+                .field("client")
+                .expect("client= in the readiness line"),
+            replication: started.field("replication"),
+            child: started.child,
+            log: started.log,
             data,
             config,
         }
