@@ -20,21 +20,6 @@ source "$(dirname "$0")/lib.sh"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# launch NAME ARGS...: runs rocketlog, waits for its readiness line, sets $ready_line.
-launch() {
-  local name=$1; shift
-  "$bin" "$@" > "$work/$name.out" 2> "$work/$name.err" &
-  pids+=($!)
-  for _ in $(seq 1 600); do
-    if grep -q "^rocketlog ready" "$work/$name.out" 2>/dev/null; then
-      ready_line=$(grep "^rocketlog ready" "$work/$name.out")
-      return
-    fi
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1
-}
-field() { tr ' ' '\n' <<<"$ready_line" | sed -n "s/^$1=//p"; }
 stop_all() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true

@@ -18,24 +18,13 @@ backlog_mb=${2:-1024}
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-# start NAME CONFIG: runs a broker, waits for its readiness line, sets $ready_line and $pid.
+# start NAME CONFIG: runs a broker with CONFIG, waits for its readiness line, sets $ready_line
+# and $pid.
 start() {
   local name=$1 config=$2
   printf '%s\n' "$config" > "$work/$name.toml"
-  "$bin" --config "$work/$name.toml" broker --listen 127.0.0.1:0 \
-    > "$work/$name.out" 2> "$work/$name.err" &
-  pid=$!
-  pids+=("$pid")
-  for _ in $(seq 1 600); do
-    if grep -q "^rocketlog ready" "$work/$name.out" 2>/dev/null; then
-      ready_line=$(grep "^rocketlog ready" "$work/$name.out")
-      return
-    fi
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1
+  launch "$name" --config "$work/$name.toml" broker --listen 127.0.0.1:0
 }
-field() { tr ' ' '\n' <<<"$ready_line" | sed -n "s/^$1=//p"; }
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 
 master_config() { # data mode

@@ -35,6 +35,30 @@ pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
+/// The command running `tests/python/<script>` against `endpoint` with the official client:
+/// unbuffered, in its own home directory (returned: keep it alive while the script runs),
+/// no bytecode files, the scenario's hard timeout `timeout_secs`. Callers add their phase's
+/// environment. Panics when the virtualenv cannot be prepared.
+pub fn script_command(
+    script: &str,
+    endpoint: &str,
+    timeout_secs: u64,
+) -> (std::process::Command, tempfile::TempDir) {
+    let python = python().unwrap_or_else(|e| panic!("the Python virtualenv: {e}"));
+    let dir = scripts_dir();
+    let home = tempfile::tempdir().expect("home");
+    let mut cmd = std::process::Command::new(python);
+    cmd.current_dir(&dir)
+        .arg("-u")
+        .arg(dir.join(script))
+        .arg(endpoint)
+        .arg(format!("{}", std::process::id()))
+        .env("HOME", home.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("ROCKETLOG_SCENARIO_TIMEOUT", timeout_secs.to_string());
+    (cmd, home)
+}
+
 /// Where the virtualenv lives.
 pub fn venv_dir() -> PathBuf {
     match std::env::var_os(VENV_ENV) {

@@ -447,19 +447,9 @@ fn python(
     env: &[(&str, String)],
     timeout_secs: u64,
 ) -> (Command, tempfile::TempDir) {
-    let python = venv::python().unwrap_or_else(|e| panic!("the Python virtualenv: {e}"));
-    let dir = venv::scripts_dir();
-    let home = tempfile::tempdir().expect("home");
-    let mut cmd = Command::new(python);
-    cmd.current_dir(&dir)
-        .arg("-u")
-        .arg(dir.join("replication.py"))
-        .arg(cluster.endpoints())
-        .arg(format!("{}", std::process::id()))
-        .env("HOME", home.path())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("ROCKETLOG_SCENARIO_TIMEOUT", timeout_secs.to_string())
-        .env("ROCKETLOG_INVISIBLE_SECS", "5")
+    let (mut cmd, home) =
+        venv::script_command("replication.py", &cluster.endpoints(), timeout_secs);
+    cmd.env("ROCKETLOG_INVISIBLE_SECS", "5")
         .env("ROCKETLOG_AWAIT_SECS", "2")
         .env("ROCKETLOG_REPL_TOPIC", "failover-topic");
     for (k, v) in env {

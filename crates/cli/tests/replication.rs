@@ -188,19 +188,8 @@ fn phase_command(
     expect: &str,
     count: u32,
 ) -> (Command, tempfile::TempDir) {
-    let python = venv::python().unwrap_or_else(|e| panic!("the Python virtualenv: {e}"));
-    let dir = venv::scripts_dir();
-    let home = tempfile::tempdir().expect("home");
-    let mut cmd = Command::new(python);
-    cmd.current_dir(&dir)
-        .arg("-u")
-        .arg(dir.join("replication.py"))
-        .arg(&broker.client)
-        .arg(format!("{}", std::process::id()))
-        .env("HOME", home.path())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("ROCKETLOG_SCENARIO_TIMEOUT", "90")
-        .env("ROCKETLOG_INVISIBLE_SECS", "2")
+    let (mut cmd, home) = venv::script_command("replication.py", &broker.client, 90);
+    cmd.env("ROCKETLOG_INVISIBLE_SECS", "2")
         .env("ROCKETLOG_AWAIT_SECS", "2")
         .env("ROCKETLOG_REPL_PHASE", phase)
         .env("ROCKETLOG_REPL_STATE", state)
