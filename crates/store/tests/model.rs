@@ -143,7 +143,7 @@ impl Harness {
                     let last_base = (end - 1) / SEG * SEG;
                     let lo = flushed.max(last_base);
                     let cut = lo + u64::from(*at) % (end - lo + 1);
-                    cut_log(&self.cfg.data_dir, cut, *shorten);
+                    let cut = cut_log(&self.cfg.data_dir, cut, *shorten);
                     for q in &mut self.model {
                         q.retain(|r| r.phys + u64::from(r.size) <= cut);
                     }
@@ -205,8 +205,11 @@ impl Harness {
 }
 
 /// Loses the log from physical offset `cut` on, in the segment holding it, by zeroing or by
-/// truncating the file.
-fn cut_log(dir: &Path, cut: u64, shorten: bool) {
+/// truncating the file (the store grows a short segment back, so the lost tail reads as zeros
+/// either way). Returns where the loss really begins: losing bytes that were zero already
+/// changes nothing, so a record whose last bytes are zeros (a body can end in them) survives a
+/// cut among them intact, as it must.
+fn cut_log(dir: &Path, cut: u64, shorten: bool) -> u64 {
     let base = if cut % SEG == 0 && cut > 0 {
         cut - SEG
     } else {
@@ -214,14 +217,17 @@ fn cut_log(dir: &Path, cut: u64, shorten: bool) {
     };
     let path = segment_path(dir, SEG, PhysicalOffset(base));
     let local = cut - base;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let tail = &mut bytes[local as usize..];
+    let unchanged = tail.iter().take_while(|&&b| b == 0).count() as u64;
     if shorten {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(local).unwrap();
     } else {
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[local as usize..].fill(0);
+        tail.fill(0);
         std::fs::write(&path, bytes).unwrap();
     }
+    cut + unchanged
 }
 
 proptest! {
