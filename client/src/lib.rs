@@ -4,6 +4,7 @@
 //!   failover across brokers; cheap to clone, many sends in flight at once.
 //! - [`SimpleConsumer`]: receives on demand with long polling; the caller acknowledges.
 //! - [`PushConsumer`]: receives in the background and calls an async handler per message.
+//! - [`PullConsumer`]: reads assigned queues by offset and commits its position (Kafka-style).
 //! - [`TransactionProducer`]: half messages committed or rolled back, with a
 //!   [`TransactionChecker`] answering the server's checks.
 //!
@@ -49,6 +50,7 @@ mod endpoints;
 mod error;
 mod message;
 mod producer;
+mod pull_consumer;
 mod push_consumer;
 mod retry;
 mod route;
@@ -68,6 +70,10 @@ pub use config::{
 pub use error::{Code, Error};
 pub use message::{Message, MessageBuilder, MessageView, SendReceipt};
 pub use producer::{Producer, ProducerBuilder, DEFAULT_MAX_ATTEMPTS};
+pub use pull_consumer::{
+    OffsetQuery, PullBatch, PullConsumer, PullConsumerBuilder, StartPosition, TopicQueue,
+    MAX_PULL_BATCH,
+};
 pub use push_consumer::{
     HandlerError, MessageHandler, PushConsumer, PushConsumerBuilder, DEFAULT_CONCURRENCY,
 };

@@ -108,6 +108,11 @@ pub(crate) enum Role {
         group: String,
         subscriptions: BTreeMap<String, FilterExpression>,
     },
+    PullConsumer {
+        group: String,
+        /// Topics of the assigned queues, with their filters.
+        subscriptions: RwLock<BTreeMap<String, FilterExpression>>,
+    },
 }
 
 impl Role {
@@ -116,13 +121,16 @@ impl Role {
             Role::Producer { .. } => v2::ClientType::Producer,
             Role::SimpleConsumer { .. } => v2::ClientType::SimpleConsumer,
             Role::PushConsumer { .. } => v2::ClientType::PushConsumer,
+            Role::PullConsumer { .. } => v2::ClientType::PullConsumer,
         }
     }
 
     pub(crate) fn group(&self) -> Option<&str> {
         match self {
             Role::Producer { .. } => None,
-            Role::SimpleConsumer { group, .. } | Role::PushConsumer { group, .. } => Some(group),
+            Role::SimpleConsumer { group, .. }
+            | Role::PushConsumer { group, .. }
+            | Role::PullConsumer { group, .. } => Some(group),
         }
     }
 
@@ -134,6 +142,9 @@ impl Role {
                 subscriptions.read().keys().cloned().collect()
             }
             Role::PushConsumer { subscriptions, .. } => subscriptions.keys().cloned().collect(),
+            Role::PullConsumer { subscriptions, .. } => {
+                subscriptions.read().keys().cloned().collect()
+            }
         }
     }
 }
@@ -269,6 +280,14 @@ pub(crate) fn settings_to_proto(
         } => v2::settings::PubSub::Subscription(v2::Subscription {
             group: Some(resource(namespace, group)),
             subscriptions: entries(namespace, subscriptions),
+            ..Default::default()
+        }),
+        Role::PullConsumer {
+            group,
+            subscriptions,
+        } => v2::settings::PubSub::Subscription(v2::Subscription {
+            group: Some(resource(namespace, group)),
+            subscriptions: entries(namespace, &subscriptions.read()),
             ..Default::default()
         }),
     };

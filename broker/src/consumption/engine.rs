@@ -427,6 +427,52 @@ impl Consumption {
                 .queue_offset_at_time(topic, queue_id, timestamp_ms)?;
             targets.push((queue_id, offset));
         }
+        self.restart_queues(&key, &slot, &targets)?;
+        Ok(targets)
+    }
+
+    /// Sets `group`'s committed offset on one queue of `topic` to `offset` (what a pull
+    /// consumer commits): every message below it counts as finished, above it as not yet
+    /// delivered, and nothing stays in flight. Durable when it returns (blocks on an fsync:
+    /// call it through [`Consumption::call`] in async code).
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: QueueOffset,
+    ) -> Result<(), ConsumeError> {
+        self.inner.check_open()?;
+        self.inner.journal_ready()?;
+        let key = StateKey {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+        };
+        let slot = self.inner.slot(&key);
+        self.restart_queues(&key, &slot, &[(queue_id, offset)])
+    }
+
+    /// `group`'s committed offset on one queue of `topic`: every message below it is
+    /// finished. `None` when the group has no state there (it never received, acked or
+    /// committed on that queue).
+    pub fn committed_offset(&self, group: &str, topic: &str, queue_id: u32) -> Option<QueueOffset> {
+        let key = StateKey {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+        };
+        let slot = self.inner.slots.get(&key).map(|s| Arc::clone(s.value()))?;
+        let st = slot.state.lock();
+        st.queues.get(&queue_id).map(|q| QueueOffset(q.committed()))
+    }
+
+    /// Journals and applies a restart of each listed queue at its offset, then wakes the
+    /// group's waiting receives; durable when it returns.
+    fn restart_queues(
+        &self,
+        key: &StateKey,
+        slot: &Slot,
+        targets: &[(u32, QueueOffset)],
+    ) -> Result<(), ConsumeError> {
         let ticket = {
             let mut st = slot.state.lock();
             let records: Vec<Record> = targets
@@ -438,14 +484,14 @@ impl Consumption {
                 })
                 .collect();
             let ticket = self.inner.record(&records)?;
-            for (queue_id, offset) in &targets {
+            for (queue_id, offset) in targets {
                 st.queues.entry(*queue_id).or_default().reset(offset.0);
             }
             ticket
         };
         slot.notify.notify_waiters();
         self.inner.journal.sync(ticket)?;
-        Ok(targets)
+        Ok(())
     }
 
     /// Writes a snapshot and refuses further calls. Idempotent. Dropping the engine without

@@ -42,6 +42,12 @@ pub enum ApiError {
     UnrecognizedClientType(String),
     #[error("topic {0:?} does not exist")]
     TopicNotFound(String),
+    /// A queue offset outside the range the request allows.
+    #[error("illegal offset: {0}")]
+    IllegalOffset(String),
+    /// No committed offset for the group and queue.
+    #[error("offset not found: {0}")]
+    OffsetNotFound(String),
     #[error("message body is {size} bytes; the limit is {max}")]
     BodyTooLarge { size: usize, max: usize },
     #[error("message body must not be empty")]
@@ -101,6 +107,8 @@ impl ApiError {
             ApiError::ClientIdRequired => Code::ClientIdRequired,
             ApiError::UnrecognizedClientType(_) => Code::UnrecognizedClientType,
             ApiError::TopicNotFound(_) => Code::TopicNotFound,
+            ApiError::IllegalOffset(_) => Code::IllegalOffset,
+            ApiError::OffsetNotFound(_) => Code::OffsetNotFound,
             ApiError::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
             ApiError::BodyEmpty => Code::MessageBodyEmpty,
             ApiError::PropertiesTooLarge(_) => Code::MessagePropertiesTooLarge,

@@ -14,6 +14,7 @@ mod handles;
 mod heartbeat;
 mod not_supported;
 mod notify_termination;
+mod pull;
 mod query_assignment;
 mod query_route;
 mod receive_message;
@@ -130,38 +131,41 @@ impl MessagingService for MessagingServer {
 
     async fn pull_message(
         &self,
-        _request: Request<v2::PullMessageRequest>,
+        request: Request<v2::PullMessageRequest>,
     ) -> Answer<Self::PullMessageStream> {
-        Ok(Response::new(not_supported::pull_message()))
+        Ok(Response::new(pull::pull_message(
+            Arc::clone(&self.broker),
+            request,
+        )))
     }
 
     async fn update_offset(
         &self,
-        _request: Request<v2::UpdateOffsetRequest>,
+        request: Request<v2::UpdateOffsetRequest>,
     ) -> Answer<v2::UpdateOffsetResponse> {
-        Ok(Response::new(v2::UpdateOffsetResponse {
-            status: Some(not_supported::pull_consumers()),
-        }))
+        Ok(Response::new(
+            pull::update_offset(&self.broker, request.into_inner()).await,
+        ))
     }
 
     async fn get_offset(
         &self,
-        _request: Request<v2::GetOffsetRequest>,
+        request: Request<v2::GetOffsetRequest>,
     ) -> Answer<v2::GetOffsetResponse> {
-        Ok(Response::new(v2::GetOffsetResponse {
-            status: Some(not_supported::pull_consumers()),
-            ..Default::default()
-        }))
+        Ok(Response::new(pull::get_offset(
+            &self.broker,
+            request.into_inner(),
+        )))
     }
 
     async fn query_offset(
         &self,
-        _request: Request<v2::QueryOffsetRequest>,
+        request: Request<v2::QueryOffsetRequest>,
     ) -> Answer<v2::QueryOffsetResponse> {
-        Ok(Response::new(v2::QueryOffsetResponse {
-            status: Some(not_supported::pull_consumers()),
-            ..Default::default()
-        }))
+        Ok(Response::new(pull::query_offset(
+            &self.broker,
+            request.into_inner(),
+        )))
     }
 
     async fn end_transaction(

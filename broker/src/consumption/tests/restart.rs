@@ -193,3 +193,27 @@ async fn a_failed_journal_write_is_repaired_without_a_restart() {
     e.clock.advance(10_000);
     assert_eq!(bodies(&e.recv(req()).await), ["m2"]);
 }
+
+#[tokio::test]
+async fn committed_offsets_survive_a_crash_and_restart_receives_there() {
+    let mut e = env();
+    for i in 0..5 {
+        e.send(TOPIC, 0, None, None, &format!("m{i}"));
+    }
+    e.wait_dispatched(TOPIC, 0, 5).await;
+    assert_eq!(e.c.committed_offset(GROUP, TOPIC, 0), None);
+    // Something in flight is dropped by a commit.
+    let d = e.recv(req()).await;
+    assert!(!d.is_empty());
+    e.c.commit_offset(GROUP, TOPIC, 0, QueueOffset(3)).unwrap();
+    assert_eq!(e.c.committed_offset(GROUP, TOPIC, 0), Some(QueueOffset(3)));
+    // Crash: no shutdown.
+    e.reopen();
+    assert_eq!(e.c.committed_offset(GROUP, TOPIC, 0), Some(QueueOffset(3)));
+    assert_eq!(bodies(&e.recv(req()).await), ["m3", "m4"]);
+    // Moving back is allowed too (a seek committed by a pull consumer).
+    e.c.commit_offset(GROUP, TOPIC, 0, QueueOffset(1)).unwrap();
+    e.reopen();
+    assert_eq!(e.c.committed_offset(GROUP, TOPIC, 0), Some(QueueOffset(1)));
+    assert_eq!(e.c.committed_offset(GROUP, TOPIC, 1), None);
+}
