@@ -6,6 +6,8 @@
 //!   directory, its own runtime and its own log buffer ([`logs`]);
 //! - [`venv`]: the Python virtualenv holding the official RocketMQ 5 client
 //!   (`tests/python/requirements.txt`), created and installed on first use;
+//! - [`java`] and [`golang`]: the official Java and Go client suites (`tests/java`,
+//!   `tests/go`), built on first use;
 //! - [`nodes`]: nameserver and brokers on the test's own runtime for the Rust SDK tests; a
 //!   broker can be stopped and restarted on the same port and data directory;
 //! - [`proxy`]: a TCP proxy that cuts and heals a link between two processes;
@@ -13,6 +15,8 @@
 //!   deadline and fails the test with the script's output and the server logs.
 
 pub mod cluster;
+pub mod golang;
+pub mod java;
 pub mod logs;
 pub mod nodes;
 pub mod process;
@@ -24,4 +28,4 @@ pub mod venv;
 pub use cluster::{Cluster, MessageType};
 pub use nodes::{poll, unique_name, BrokerNode, NameserverNode, SdkCluster};
 pub use proxy::FaultProxy;
-pub use scenario::{run_scenario, run_scenario_at, unique_suffix, Tuning};
+pub use scenario::{run_program_scenario, run_scenario, run_scenario_at, unique_suffix, Tuning};

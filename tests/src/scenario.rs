@@ -168,6 +168,37 @@ pub fn run_scenario_at(
     run_against(&target, script, suffix, tuning);
 }
 
+/// Runs one scenario of another official client against `cluster`: `cmd` is the prepared
+/// program (a JVM or a Go binary with its scenario name); the harness appends the broker's
+/// client address and `suffix`, adds the tuning environment and a private `HOME` (clients log
+/// under it), and judges the run as for the Python scripts: exit 0 with a last `PASS` line.
+/// `name` labels the scenario in the report.
+pub fn run_program_scenario(
+    cluster: &Cluster,
+    name: &str,
+    mut cmd: Command,
+    suffix: &str,
+    tuning: &Tuning,
+) {
+    let home = match tempfile::Builder::new()
+        .prefix("rocketlog-clienthome-")
+        .tempdir()
+    {
+        Ok(h) => h,
+        Err(e) => fail(
+            name,
+            &format!("cannot create a HOME for the client: {e}"),
+            None,
+            cluster,
+        ),
+    };
+    cmd.arg(cluster.address())
+        .arg(suffix)
+        .env("HOME", home.path())
+        .envs(tuning.script_env(cluster.max_body()));
+    judge(cluster, name, &mut cmd);
+}
+
 fn run_against(cluster: &dyn Target, script: &str, suffix: &str, tuning: &Tuning) {
     let python = match venv::python() {
         Ok(p) => p,
@@ -206,7 +237,13 @@ fn run_against(cluster: &dyn Target, script: &str, suffix: &str, tuning: &Tuning
         .env("HOME", home.path())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .envs(tuning.script_env(cluster.max_body()));
-    let run = match process::run(&mut cmd, KILL_AFTER) {
+    judge(cluster, script, &mut cmd);
+}
+
+/// Runs a scenario program to its end and panics with its output and the server logs unless
+/// it passed.
+fn judge(cluster: &dyn Target, script: &str, cmd: &mut Command) {
+    let run = match process::run(cmd, KILL_AFTER) {
         Ok(run) => run,
         Err(e) => fail(script, &format!("{e:#}"), None, cluster),
     };
