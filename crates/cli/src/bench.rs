@@ -48,6 +48,19 @@ enum BenchCommand {
     Produce(ProduceArgs),
     /// Consume (optionally after preloading) and measure throughput and end-to-end latency.
     Consume(ConsumeArgs),
+    /// Retry one send until the broker acknowledges it (for start-up timing: run it right
+    /// after spawning the broker); prints the attempts and the Unix time of the acknowledgement.
+    FirstSend(FirstSendArgs),
+}
+
+#[derive(Debug, Args)]
+struct FirstSendArgs {
+    /// Longest wait for one attempt (starting a producer and sending), milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    attempt_timeout_ms: u64,
+    /// Pause between failed attempts, milliseconds.
+    #[arg(long, default_value_t = 10)]
+    interval_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -276,8 +289,61 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 elapsed,
             );
         }
+        BenchCommand::FirstSend(f) => {
+            first_send(&config, &args.topic, args.size, &f, deadline).await?
+        }
     }
     Ok(())
+}
+
+/// One attempt: a fresh producer (route query, settings) and one acknowledged send.
+async fn send_one(config: &ClientConfig, topic: &str, body: Bytes) -> anyhow::Result<()> {
+    let producer = Producer::builder(config.clone())
+        .topics([topic])
+        .build()
+        .await?;
+    let sent = producer
+        .send(Message::builder(topic).body(body).build()?)
+        .await;
+    producer.shutdown().await;
+    sent?;
+    Ok(())
+}
+
+async fn first_send(
+    config: &ClientConfig,
+    topic: &str,
+    size: usize,
+    f: &FirstSendArgs,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let attempt_timeout = Duration::from_millis(f.attempt_timeout_ms.max(1));
+    let mut last_error = String::from("no attempt");
+    let mut attempt = 0u64;
+    while start.elapsed() < deadline {
+        attempt += 1;
+        match tokio::time::timeout(attempt_timeout, send_one(config, topic, body(size))).await {
+            Ok(Ok(())) => {
+                let unix_ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or_default();
+                println!(
+                    "first-send: acknowledged after {attempt} attempt(s), {:.1} ms after this tool started, unix_ms={unix_ms}",
+                    start.elapsed().as_secs_f64() * 1000.0
+                );
+                return Ok(());
+            }
+            Ok(Err(e)) => last_error = format!("{e:#}"),
+            Err(_) => last_error = format!("attempt timed out after {attempt_timeout:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(f.interval_ms)).await;
+    }
+    anyhow::bail!(
+        "no send acknowledged within {} s ({attempt} attempts); last error: {last_error}",
+        deadline.as_secs()
+    )
 }
 
 async fn produce(
