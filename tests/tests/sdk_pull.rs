@@ -57,6 +57,24 @@ async fn send(
     Ok(ids)
 }
 
+/// The queue ends of `queues` add up to `count` right after `count` acknowledged sends: the
+/// broker answers offset queries only once acknowledged appends are in the consume queues.
+async fn ends_add_up(
+    consumer: &PullConsumer,
+    queues: &[TopicQueue],
+    count: i64,
+) -> anyhow::Result<()> {
+    let mut total = 0;
+    for q in queues {
+        total += consumer.query_offset(q, OffsetQuery::End).await?;
+    }
+    ensure!(
+        total == count,
+        "queue ends add up to {total} right after {count} acknowledged sends"
+    );
+    Ok(())
+}
+
 /// Polls until `count` messages came or `limit` passed.
 async fn poll_count(
     consumer: &PullConsumer,
@@ -275,7 +293,9 @@ async fn bad_offsets_and_queues_get_typed_errors() -> anyhow::Result<()> {
     let producer = producer(&cluster, &topic).await?;
     send(&producer, &topic, 4, "bad").await?;
     let consumer = pull_consumer(&cluster, &unique_name("grp-bad"), StartPosition::End).await?;
-    let queue = consumer.queues(&topic).await?.remove(0);
+    let queues = consumer.queues(&topic).await?;
+    ends_add_up(&consumer, &queues, 4).await?;
+    let queue = queues[0].clone();
     let end = consumer.query_offset(&queue, OffsetQuery::End).await?;
 
     let past = consumer.pull(&queue, end + 5, 8, Duration::ZERO).await;

@@ -162,10 +162,9 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::QueryOffsetRequest>,
     ) -> Answer<v2::QueryOffsetResponse> {
-        Ok(Response::new(pull::query_offset(
-            &self.broker,
-            request.into_inner(),
-        )))
+        Ok(Response::new(
+            pull::query_offset(&self.broker, request.into_inner()).await,
+        ))
     }
 
     async fn end_transaction(

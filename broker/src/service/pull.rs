@@ -11,6 +11,10 @@
 //! included). Nothing at the offset yet: it long-polls up to the request's (bounded) wait and
 //! answers `MESSAGE_NOT_FOUND` with `next_offset`. An offset outside the queue's retained
 //! range answers `ILLEGAL_OFFSET` with the nearest valid offset as `next_offset`.
+//!
+//! Reads follow writes: a pull or offset RPC first waits (briefly, bounded) for every append
+//! acknowledged before it to reach the consume queues, so a message whose send was answered
+//! is seen by a pull or an `END` query made afterwards.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,8 +199,22 @@ fn plan(
     })
 }
 
+/// Longest a pull or offset query waits for acknowledged appends to reach the consume queues.
+const VISIBLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until every append acknowledged before this call is in the consume queues, so a pull
+/// or an offset query made after a send's acknowledgement sees that message. Dispatch trails
+/// the append by microseconds; the wait is bounded in case the dispatcher is stalled (the
+/// answer then reflects what is dispatched).
+async fn acknowledged_visible(b: &Broker) {
+    let (_, written) = b.store.log_range();
+    let mut dispatched = b.store.dispatched();
+    let _ = tokio::time::timeout(VISIBLE_WAIT, dispatched.wait_for(|d| *d >= written)).await;
+}
+
 async fn run(b: &Broker, pull: Pull, tx: &mpsc::Sender<Item>) {
     let until = Instant::now() + pull.wait;
+    acknowledged_visible(b).await;
     let mut dispatched = b.store.dispatched();
     let mut offset = pull.offset;
     let found = loop {
@@ -287,6 +305,7 @@ pub async fn update_offset(b: &Broker, req: v2::UpdateOffsetRequest) -> v2::Upda
 async fn commit(b: &Broker, req: v2::UpdateOffsetRequest) -> Result<(), ApiError> {
     let group = validate::group(req.group.as_ref())?;
     let (topic, queue_id, _) = queue_of(b, req.message_queue.as_ref())?;
+    acknowledged_visible(b).await;
     let (_, max) = b.store.queue_range(&topic, queue_id);
     let offset = u64::try_from(req.offset)
         .ok()
@@ -330,7 +349,8 @@ pub fn get_offset(b: &Broker, req: v2::GetOffsetRequest) -> v2::GetOffsetRespons
     }
 }
 
-pub fn query_offset(b: &Broker, req: v2::QueryOffsetRequest) -> v2::QueryOffsetResponse {
+pub async fn query_offset(b: &Broker, req: v2::QueryOffsetRequest) -> v2::QueryOffsetResponse {
+    acknowledged_visible(b).await;
     let found = (|| {
         let (topic, queue_id, _) = queue_of(b, req.message_queue.as_ref())?;
         let (min, max) = b.store.queue_range(&topic, queue_id);
