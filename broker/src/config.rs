@@ -172,6 +172,11 @@ pub struct BrokerConfig {
     pub replication_listen: Option<SocketAddr>,
     /// Master/slave replication of the commit log.
     pub replication: crate::replication::ReplicationSettings,
+    /// Where Prometheus scrapes the broker's metrics (`GET /metrics`, plain HTTP). Unset: not
+    /// served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Authentication (signed requests) and access rules of the client port.
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Default for BrokerConfig {
@@ -200,6 +205,8 @@ impl Default for BrokerConfig {
             timer: Default::default(),
             replication_listen: None,
             replication: Default::default(),
+            metrics_listen: None,
+            auth: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! process.
 
 pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod clients;
 pub mod config;
