@@ -10,6 +10,7 @@ use rocketlog_proto::admin::v1::admin_server::{Admin, AdminServer};
 use rocketlog_store::StoredMessage;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Action, Auth, Decision, ResourceKind, Rule, UserError};
 use crate::broker::Broker;
 use crate::config::FlushMode;
 use crate::replication::PromoteError;
@@ -25,11 +26,97 @@ const LOOKUP_BODY_LIMIT: usize = 64 << 10;
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     broker: Arc<Broker>,
+    auth: Arc<Auth>,
 }
 
 /// The admin gRPC service, ready to be routed.
-pub fn service(broker: Arc<Broker>) -> AdminServer<AdminApi> {
-    AdminServer::new(AdminApi { broker })
+pub fn service(broker: Arc<Broker>, auth: Arc<Auth>) -> AdminServer<AdminApi> {
+    AdminServer::new(AdminApi { broker, auth })
+}
+
+fn user_status(e: UserError) -> Status {
+    match e {
+        UserError::NotFound(_) => Status::not_found(e.to_string()),
+        UserError::InvalidAccessKey(_)
+        | UserError::InvalidSecretKey(_)
+        | UserError::InvalidRule(_)
+        | UserError::TooManyRules { .. } => Status::invalid_argument(e.to_string()),
+        UserError::File { .. } => Status::internal(e.to_string()),
+    }
+}
+
+fn rule_from(rule: Option<pb::AclRule>) -> Result<Rule, Status> {
+    let r = rule.ok_or_else(|| Status::invalid_argument("a rule is required"))?;
+    let decision = match pb::AclDecision::try_from(r.decision) {
+        Ok(pb::AclDecision::Allow) => Decision::Allow,
+        Ok(pb::AclDecision::Deny) => Decision::Deny,
+        _ => {
+            return Err(Status::invalid_argument(
+                "the rule's decision must be allow or deny",
+            ))
+        }
+    };
+    let action = match pb::AclAction::try_from(r.action) {
+        Ok(pb::AclAction::Pub) => Action::Pub,
+        Ok(pb::AclAction::Sub) => Action::Sub,
+        _ => {
+            return Err(Status::invalid_argument(
+                "the rule's action must be Pub or Sub",
+            ))
+        }
+    };
+    let kind = match pb::AclResource::try_from(r.resource) {
+        Ok(pb::AclResource::Topic) => ResourceKind::Topic,
+        Ok(pb::AclResource::Group) => ResourceKind::Group,
+        _ => {
+            return Err(Status::invalid_argument(
+                "the rule's resource must be topic or group",
+            ))
+        }
+    };
+    if kind == ResourceKind::Group && action == Action::Pub {
+        return Err(Status::invalid_argument(
+            "groups only consume: a group rule's action is Sub",
+        ));
+    }
+    Ok(Rule {
+        decision,
+        action,
+        kind,
+        pattern: r.pattern,
+    })
+}
+
+fn rule_to(r: &Rule) -> pb::AclRule {
+    pb::AclRule {
+        decision: match r.decision {
+            Decision::Allow => pb::AclDecision::Allow,
+            Decision::Deny => pb::AclDecision::Deny,
+        } as i32,
+        action: match r.action {
+            Action::Pub => pb::AclAction::Pub,
+            Action::Sub => pb::AclAction::Sub,
+        } as i32,
+        resource: match r.kind {
+            ResourceKind::Topic => pb::AclResource::Topic,
+            ResourceKind::Group => pb::AclResource::Group,
+        } as i32,
+        pattern: r.pattern.clone(),
+    }
+}
+
+impl AdminApi {
+    /// Runs a change of the user file (fsynced) off the async threads.
+    async fn users<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Auth) -> Result<T, UserError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let auth = Arc::clone(&self.auth);
+        tokio::task::spawn_blocking(move || change(&auth))
+            .await
+            .map_err(|e| Status::internal(format!("user change failed: {e}")))?
+            .map_err(user_status)
+    }
 }
 
 fn topic_status(e: TopicError) -> Status {
@@ -274,6 +361,84 @@ impl Admin for AdminApi {
                 .take(max)
                 .map(|m| stored(m, req.with_body))
                 .collect(),
+        }))
+    }
+
+    async fn put_user(
+        &self,
+        request: Request<pb::PutUserRequest>,
+    ) -> Result<Response<pb::PutUserResponse>, Status> {
+        let r = request.into_inner();
+        let created = self
+            .users(move |auth| {
+                let created = auth.users().get(&r.access_key).is_none();
+                auth.users()
+                    .put(&r.access_key, &r.secret_key, r.super_user)?;
+                Ok(created)
+            })
+            .await?;
+        Ok(Response::new(pb::PutUserResponse { created }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let key = request.into_inner().access_key;
+        self.users(move |auth| auth.users().delete(&key)).await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        _request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let users = self
+            .auth
+            .users()
+            .list()
+            .iter()
+            .map(|u| pb::UserInfo {
+                access_key: u.access_key.clone(),
+                super_user: u.super_user,
+                rules: u.rules.iter().map(rule_to).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn grant(
+        &self,
+        request: Request<pb::GrantRequest>,
+    ) -> Result<Response<pb::GrantResponse>, Status> {
+        let r = request.into_inner();
+        let rule = rule_from(r.rule)?;
+        self.users(move |auth| auth.users().grant(&r.access_key, rule))
+            .await?;
+        Ok(Response::new(pb::GrantResponse {}))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let r = request.into_inner();
+        let rule = rule_from(r.rule)?;
+        let removed = self
+            .users(move |auth| auth.users().revoke(&r.access_key, &rule))
+            .await?;
+        Ok(Response::new(pb::RevokeResponse { removed }))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let draining = !request.into_inner().resume;
+        let was_draining = self.broker.role.set_draining(draining);
+        Ok(Response::new(pb::DrainResponse {
+            draining,
+            was_draining,
         }))
     }
 

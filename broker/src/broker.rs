@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clients::ClientRegistry;
 use crate::config::{parse_host_port, BrokerConfig};
 use crate::consumption::Consumption;
+use crate::metrics::Metrics;
 use crate::renewal::Renewals;
 use crate::replication::GroupRole;
 use crate::routes::RouteTable;
@@ -85,6 +86,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// When the broker started serving (for uptime).
     pub started: Instant,
+    /// Prometheus metrics (disabled unless `metrics_listen` is set).
+    pub metrics: Metrics,
     next_queue: AtomicU32,
 }
 
@@ -117,8 +120,15 @@ impl Broker {
             role,
             shutdown,
             started: Instant::now(),
+            metrics: Metrics::disabled(),
             next_queue: AtomicU32::new(0),
         }
+    }
+
+    /// The broker recording into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Round-robin queue choice among `count` queues.
@@ -141,6 +151,21 @@ impl Broker {
 /// A topic that accepts FIFO messages and nothing else.
 pub fn is_fifo_topic(t: &TopicConfig) -> bool {
     t.message_types.len() == 1 && t.accepts(TopicMessageType::Fifo)
+}
+
+impl Broker {
+    /// A topic as routes and registrations present it: read-only while the broker drains, so
+    /// producers move to other broker groups and consumers keep reading.
+    pub fn routed_topic(&self, t: &Arc<TopicConfig>) -> Arc<TopicConfig> {
+        if self.role.is_draining() && t.permission.writable() {
+            Arc::new(TopicConfig {
+                permission: crate::nameserver_client::read_only(t.permission),
+                ..(**t).clone()
+            })
+        } else {
+            Arc::clone(t)
+        }
+    }
 }
 
 #[cfg(test)]

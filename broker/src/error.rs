@@ -58,6 +58,10 @@ pub enum BrokerError {
     #[error("reflection: {0}")]
     Reflection(String),
 
+    /// The user file could not be read.
+    #[error("users: {0}")]
+    Auth(String),
+
     /// The listener has no usable local address.
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),

@@ -19,6 +19,7 @@ pub mod consumption;
 pub mod controller_agent;
 pub mod error;
 pub mod forward;
+pub mod metrics;
 pub mod nameserver_client;
 pub mod registration;
 pub mod renewal;

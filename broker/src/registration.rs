@@ -18,7 +18,12 @@ fn registration(b: &Broker, data_version: u64) -> ns::RegisterBrokerRequest {
         broker_id: b.role.broker_id(),
         client_address: b.endpoint.address(),
         ha_address: String::new(),
-        topics: b.topics.list().iter().map(|t| wire_topic(t)).collect(),
+        topics: b
+            .topics
+            .list()
+            .iter()
+            .map(|t| wire_topic(&b.routed_topic(t)))
+            .collect(),
         data_version,
     }
 }

@@ -379,6 +379,8 @@ pub struct GroupRole {
     promoting: tokio::sync::Mutex<()>,
     /// Bumped on every change of role.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Set by `admin broker drain`: no sends are accepted, reads go on.
+    draining: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     /// Under a controller: until when this master may acknowledge writes.
     lease: Option<parking_lot::Mutex<Lease>>,
@@ -407,6 +409,11 @@ pub enum NotWritable {
     LeaseExpired(u64),
     #[error("this master was just elected and waits {0} ms for the previous one to stop")]
     Fencing(u64),
+    #[error(
+        "this broker is draining for a restart and accepts no sends: send to another broker \
+         group (routes list its queues read-only)"
+    )]
+    Draining,
 }
 
 impl GroupRole {
@@ -485,6 +492,7 @@ impl GroupRole {
             role: RwLock::new(role),
             promoting: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::channel(0).0,
+            draining: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             lease: settings
                 .controller
@@ -617,6 +625,25 @@ impl GroupRole {
     }
 
     /// Changes whenever this broker's role does (a promotion).
+    /// Starts (`true`) or ends draining: while draining the broker accepts no sends and
+    /// registers its topics read-only, so producers move to other broker groups while
+    /// consumers keep reading. Returns whether it was draining before.
+    pub fn set_draining(&self, draining: bool) -> bool {
+        let was = self
+            .draining
+            .swap(draining, std::sync::atomic::Ordering::AcqRel);
+        if was != draining {
+            tracing::info!(draining, "drain state changed");
+            self.changes.send_modify(|v| *v += 1);
+        }
+        was
+    }
+
+    /// Whether `admin broker drain` is in effect.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::auth::layer::Gate;
 use crate::broker::{AdvertisedEndpoint, Broker};
 use crate::config::{BrokerConfig, FlushMode};
 use crate::consumption::{Consumption, ConsumptionConfig};
@@ -47,6 +48,8 @@ pub async fn run(
 pub struct Ready {
     /// The bound replication port (a master with `replication_listen`).
     pub replication: Option<std::net::SocketAddr>,
+    /// The bound metrics port (`metrics_listen`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// [`run`], calling `ready` once the broker serves: the store, the consumption state, open
@@ -76,16 +79,18 @@ pub async fn run_with_ready(
         },
         None => None,
     };
+    let metrics_port = crate::metrics::bind(config.metrics_listen).await?;
     let stop = CancellationToken::new();
     let mut ready = Some(ready);
     let incarnations = async {
         loop {
             let replication = replication_port.as_ref().map(reuse).transpose()?;
+            let metrics = metrics_port.as_ref().map(reuse).transpose()?;
             let first = ready.take();
             let outcome = incarnation(
                 &config,
                 &mut client_port,
-                replication,
+                (replication, metrics),
                 stop.clone(),
                 move |r| {
                     if let Some(f) = first {
@@ -167,7 +172,7 @@ enum Ended {
 async fn incarnation(
     config: &BrokerConfig,
     client_port: &mut ClientPort,
-    replication_listener: Option<TcpListener>,
+    (replication_listener, metrics_listener): (Option<TcpListener>, Option<TcpListener>),
     stop: CancellationToken,
     ready: impl FnOnce(Ready) + Send,
 ) -> Result<Ended, BrokerError> {
@@ -283,6 +288,7 @@ async fn incarnation(
             transactions: transactions.clone(),
             timer: Arc::clone(&timer),
             replication_listener,
+            metrics_listener,
             stop_replication: replication_token.clone(),
             agent: agent.clone(),
         },
@@ -352,6 +358,8 @@ struct Services {
     timer: Arc<Timer>,
     /// The replication port, bound (`replication_listen`).
     replication_listener: Option<TcpListener>,
+    /// The metrics port, bound (`metrics_listen`).
+    metrics_listener: Option<TcpListener>,
     /// Ends replication streams (and a slave's following).
     stop_replication: CancellationToken,
     /// Under a controller: this incarnation's agent and the role it was assigned.
@@ -372,6 +380,7 @@ async fn serve(
         transactions,
         timer,
         replication_listener,
+        metrics_listener,
         stop_replication,
         agent,
     } = services;
@@ -425,21 +434,31 @@ async fn serve(
     });
     let token = CancellationToken::new();
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let broker = Arc::new(Broker::new(
-        config,
-        store,
-        consumption,
-        topics,
-        routes,
-        renewals,
-        endpoint,
-        transactions,
-        timer,
-        role,
-        token.clone(),
-    ));
+    let metrics =
+        crate::metrics::for_broker(&config, &store, &consumption, &transactions, &timer, &role);
+    let broker = Arc::new(
+        Broker::new(
+            config,
+            store,
+            consumption,
+            topics,
+            routes,
+            renewals,
+            endpoint,
+            transactions,
+            timer,
+            role,
+            token.clone(),
+        )
+        .with_metrics(metrics),
+    );
 
     let mut tasks = JoinSet::new();
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let (metrics, stop) = (broker.metrics.clone(), token.clone());
+    tasks.spawn(async move {
+        crate::metrics::serve(&metrics, metrics_listener, stop.cancelled()).await
+    });
     tasks.spawn(renew_loop(Arc::clone(&broker)));
     tasks.spawn(crate::transaction::checker::run(Arc::clone(&broker)));
     if let Some(ns) = nameservers {
@@ -473,13 +492,26 @@ async fn serve(
         .register_encoded_file_descriptor_set(rocketlog_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| BrokerError::Reflection(e.to_string()))?;
+    let auth = Arc::new(
+        crate::auth::Auth::open(&broker.config.auth, &broker.config.config_dir())
+            .map_err(|e| BrokerError::Auth(e.to_string()))?,
+    );
+    // A slave passing calls on to its master leaves the checks to the master.
     let messaging = crate::forward::Forwarding::new(
-        MessagingServiceServer::new(MessagingServer::new(Arc::clone(&broker)))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        Gate::new(
+            MessagingServiceServer::new(MessagingServer::new(Arc::clone(&broker)))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+            Arc::clone(&auth),
+            MAX_GRPC_MESSAGE,
+        ),
         Arc::clone(&broker.role),
     );
-    let admin = crate::admin::service(Arc::clone(&broker));
+    let admin = Gate::new(
+        crate::admin::service(Arc::clone(&broker), Arc::clone(&auth)),
+        auth,
+        MAX_GRPC_MESSAGE,
+    );
     let service_routes = Routes::new(messaging)
         .add_service(admin)
         .add_service(health)
@@ -495,6 +527,7 @@ async fn serve(
     // accepted as soon as the transport starts below.
     ready(Ready {
         replication: replication_addr,
+        metrics: metrics_addr,
     });
     let stopping = {
         let broker = Arc::clone(&broker);
@@ -511,6 +544,7 @@ async fn serve(
     };
     Transport::new(Some(tls_config), grace, broker.config.connections.clone())
         .max_concurrent_streams(broker.config.max_concurrent_streams)
+        .count_connections(broker.metrics.connections())
         .serve(listener, service_routes, stopping)
         .await;
 

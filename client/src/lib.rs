@@ -80,6 +80,7 @@ pub use push_consumer::{
 pub use retry::{Backoff, RetryPolicy};
 pub use route::MessageType;
 pub use settings::FilterExpression;
+pub use signing::{sign_request, SigningInterceptor};
 pub use simple_consumer::{
     SimpleConsumer, SimpleConsumerBuilder, DEFAULT_AWAIT_DURATION, MAX_RECEIVE_BATCH,
 };

@@ -13,6 +13,7 @@
 //! Embed it with [`run`]; the `rocketlog nameserver` command is a thin wrapper around it.
 
 pub mod controller;
+pub mod metrics;
 pub mod route_table;
 mod service;
 
@@ -46,6 +47,9 @@ pub struct NameserverConfig {
     pub connections: ConnectionSettings,
     /// The controller role (automatic failover of broker groups).
     pub controller: controller::ControllerConfig,
+    /// Where Prometheus scrapes the nameserver's metrics (`GET /metrics`, plain HTTP). Unset:
+    /// no metrics port.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for NameserverConfig {
@@ -56,6 +60,7 @@ impl Default for NameserverConfig {
             heartbeat_interval_ms: 30_000,
             connections: ConnectionSettings::default(),
             controller: controller::ControllerConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -131,7 +136,27 @@ pub async fn run(
     health_reporter
         .set_serving::<NameServerServer<NameServerService>>()
         .await;
-    let service = NameServerService::new(Arc::clone(&table), &config);
+    let mut service = NameServerService::new(Arc::clone(&table), &config);
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                NameserverError::Config(format!("binding metrics_listen {addr}: {e}"))
+            })?;
+            let metrics = metrics::NameserverMetrics::new(Arc::clone(&table));
+            service = service.with_metrics(metrics.clone());
+            tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(rocketlog_transport::serve_metrics(
+                listener,
+                metrics.registry(),
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            Some((stop, task))
+        }
+        None => None,
+    };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "nameserver serving");
     }
@@ -160,6 +185,10 @@ pub async fn run(
         .serve(listener, routes, shutdown)
         .await;
     scanner.abort();
+    if let Some((stop, task)) = metrics {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     if let Some((node, elector)) = controller {
         elector.abort();
         node.shutdown().await;

@@ -169,6 +169,20 @@ impl RouteTable {
     }
 
     /// Every live broker.
+    /// Broker replicas registered now.
+    pub fn broker_count(&self) -> usize {
+        self.brokers.len()
+    }
+
+    /// Distinct topics the registered brokers serve.
+    pub fn topic_count(&self) -> usize {
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for entry in self.brokers.values() {
+            names.extend(entry.topics.keys().map(String::as_str));
+        }
+        names.len()
+    }
+
     pub fn brokers(&self) -> Vec<pb::BrokerInfo> {
         self.brokers
             .iter()

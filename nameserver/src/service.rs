@@ -7,6 +7,7 @@ use rocketlog_proto::nameserver::v1 as pb;
 use rocketlog_proto::nameserver::v1::name_server_server::NameServer;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::{Method, NameserverMetrics};
 use crate::route_table::RouteTable;
 use crate::{now_ms, NameserverConfig};
 
@@ -16,6 +17,7 @@ pub struct NameServerService {
     table: Arc<Mutex<RouteTable>>,
     heartbeat_interval_ms: u64,
     expiry_ms: u64,
+    metrics: Option<NameserverMetrics>,
 }
 
 impl NameServerService {
@@ -25,6 +27,19 @@ impl NameServerService {
             table,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             expiry_ms: config.broker_expiry_ms,
+            metrics: None,
+        }
+    }
+
+    /// The handlers counting their requests in `metrics`.
+    pub fn with_metrics(mut self, metrics: NameserverMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, method: Method) {
+        if let Some(m) = &self.metrics {
+            m.request(method);
         }
     }
 }
@@ -35,6 +50,7 @@ impl NameServer for NameServerService {
         &self,
         request: Request<pb::RegisterBrokerRequest>,
     ) -> Result<Response<pb::RegisterBrokerResponse>, Status> {
+        self.count(Method::RegisterBroker);
         let req = request.into_inner();
         let (name, id) = (req.broker_name.clone(), req.broker_id);
         let master = self
@@ -54,6 +70,7 @@ impl NameServer for NameServerService {
         &self,
         request: Request<pb::UnregisterBrokerRequest>,
     ) -> Result<Response<pb::UnregisterBrokerResponse>, Status> {
+        self.count(Method::UnregisterBroker);
         let req = request.into_inner();
         if self
             .table
@@ -69,6 +86,7 @@ impl NameServer for NameServerService {
         &self,
         request: Request<pb::GetTopicRouteRequest>,
     ) -> Result<Response<pb::GetTopicRouteResponse>, Status> {
+        self.count(Method::GetTopicRoute);
         let topic = request.into_inner().topic;
         if topic.is_empty() {
             return Err(Status::invalid_argument("topic is empty"));
@@ -83,6 +101,7 @@ impl NameServer for NameServerService {
         &self,
         _request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        self.count(Method::ListTopics);
         let topics = self.table.lock().topics();
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
@@ -91,6 +110,7 @@ impl NameServer for NameServerService {
         &self,
         _request: Request<pb::ListBrokersRequest>,
     ) -> Result<Response<pb::ListBrokersResponse>, Status> {
+        self.count(Method::ListBrokers);
         let brokers = self.table.lock().brokers();
         Ok(Response::new(pb::ListBrokersResponse { brokers }))
     }
@@ -99,6 +119,7 @@ impl NameServer for NameServerService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.count(Method::DeleteTopic);
         let topic = request.into_inner().topic;
         if self.table.lock().delete_topic(&topic) {
             Ok(Response::new(pb::DeleteTopicResponse {}))

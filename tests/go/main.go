@@ -32,6 +32,7 @@ var scenarios = map[string]func(*Scenario){
 	"async_batch":     asyncBatchScenario,
 	"bad_input":       badInput,
 	"push_bulk":       pushBulk,
+	"auth":            auth,
 }
 
 func usage() {

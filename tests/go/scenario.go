@@ -59,6 +59,9 @@ type Scenario struct {
 	started     time.Time
 	logFile     string
 
+	// creds sign the clients made from now on (set with SignAs); nil: an empty credential.
+	creds *credentials.SessionCredentials
+
 	mu      sync.Mutex
 	current string
 	clients []stopper
@@ -178,12 +181,25 @@ func (s *Scenario) AllowClientErrors(fragments ...string) {
 // ----- clients -----------------------------------------------------------------------------
 
 func (s *Scenario) config(group string) *rmq.Config {
+	creds := s.creds
+	if creds == nil {
+		// No access key: the client still signs every call (an empty credential).
+		creds = &credentials.SessionCredentials{}
+	}
 	return &rmq.Config{
 		Endpoint:      s.endpoint,
 		ConsumerGroup: group,
-		// No access key: the client still signs every call (an empty credential).
-		Credentials: &credentials.SessionCredentials{},
+		Credentials:   creds,
 	}
+}
+
+// SignAs makes the clients created from now on sign with accessKey and secret ("" for none).
+func (s *Scenario) SignAs(accessKey, secret string) {
+	if accessKey == "" {
+		s.creds = nil
+		return
+	}
+	s.creds = &credentials.SessionCredentials{AccessKey: accessKey, AccessSecret: secret}
 }
 
 func (s *Scenario) keep(c stopper) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use rocketlog_broker::BrokerConfig;
+use rocketlog_client::{Credentials, SigningInterceptor};
 use rocketlog_nameserver::NameserverConfig;
 use rocketlog_proto::admin::v1 as admin;
 use rocketlog_proto::admin::v1::admin_client::AdminClient;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::logs::LogBuffer;
 
@@ -193,13 +195,43 @@ impl Cluster {
             .ok_or_else(|| anyhow!("the cluster was stopped"))
     }
 
-    async fn admin(addr: SocketAddr) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    /// The broker's admin API, signed with the initial super user when the broker has one
+    /// (it then may have authentication on).
+    pub(crate) async fn admin(
+        addr: SocketAddr,
+        config: &BrokerConfig,
+    ) -> anyhow::Result<
+        AdminClient<InterceptedService<tonic::transport::Channel, SigningInterceptor>>,
+    > {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(ADMIN_TIMEOUT)
             .timeout(ADMIN_TIMEOUT)
             .connect()
             .await?;
-        Ok(AdminClient::new(channel))
+        let credentials = config
+            .auth
+            .init_access_key
+            .clone()
+            .zip(config.auth.init_secret_key.clone())
+            .map(|(ak, sk)| Credentials::new(ak, sk));
+        Ok(AdminClient::with_interceptor(
+            channel,
+            SigningInterceptor::new(credentials),
+        ))
+    }
+
+    /// Runs `call` with the admin API of this cluster's broker (signed as its initial super user).
+    pub fn admin_call<T>(
+        &self,
+        call: impl AsyncFnOnce(
+            &mut AdminClient<InterceptedService<tonic::transport::Channel, SigningInterceptor>>,
+        ) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (addr, config) = (self.client_addr, self.config.clone());
+        self.runtime()?.block_on(async move {
+            let mut client = Self::admin(addr, &config).await?;
+            call(&mut client).await
+        })
     }
 
     async fn nameserver(
@@ -217,6 +249,7 @@ impl Cluster {
     /// the nameserver lists the broker (it registered).
     pub(crate) fn wait_ready(&mut self) -> anyhow::Result<()> {
         let addr = self.client_addr;
+        let config = self.config.clone();
         let ns_addr = self.nameserver_addr;
         let broker_name = self.config.broker_name.clone();
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -227,7 +260,7 @@ impl Cluster {
                 bail!("the {name} stopped during startup: {outcome:?}");
             }
             let probe = self.runtime()?.block_on(async {
-                let mut client = Self::admin(addr).await?;
+                let mut client = Self::admin(addr, &config).await?;
                 client.broker_stats(admin::BrokerStatsRequest {}).await?;
                 let mut nameserver = Self::nameserver(ns_addr).await?;
                 let brokers = nameserver
@@ -257,6 +290,7 @@ impl Cluster {
         types: &[MessageType],
     ) -> anyhow::Result<()> {
         let addr = self.client_addr;
+        let config = self.config.clone();
         let request = admin::CreateOrUpdateTopicRequest {
             topic: Some(admin::TopicConfig {
                 name: name.to_owned(),
@@ -267,7 +301,7 @@ impl Cluster {
         };
         self.runtime()?
             .block_on(async {
-                let mut client = Self::admin(addr).await?;
+                let mut client = Self::admin(addr, &config).await?;
                 client.create_or_update_topic(request).await?;
                 anyhow::Ok(())
             })
@@ -278,6 +312,7 @@ impl Cluster {
     /// through the broker's admin API (its key index).
     pub fn queues_of_key(&self, topic: &str, key: &str) -> anyhow::Result<Vec<u32>> {
         let addr = self.client_addr;
+        let config = self.config.clone();
         let request = admin::LookupMessageRequest {
             by: Some(admin::lookup_message_request::By::Key(admin::KeyQuery {
                 topic: topic.to_owned(),
@@ -288,7 +323,7 @@ impl Cluster {
         };
         self.runtime()?
             .block_on(async {
-                let mut client = Self::admin(addr).await?;
+                let mut client = Self::admin(addr, &config).await?;
                 let found = client.lookup_message(request).await?.into_inner();
                 anyhow::Ok(found.messages.iter().map(|m| m.queue_id).collect())
             })

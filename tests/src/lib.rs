@@ -14,6 +14,7 @@
 //! - [`scenario`]: runs one scenario script of `tests/python/` against a cluster under a
 //!   deadline and fails the test with the script's output and the server logs.
 
+pub mod auth;
 pub mod cluster;
 pub mod golang;
 pub mod java;

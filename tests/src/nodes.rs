@@ -8,11 +8,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use rocketlog_broker::BrokerConfig;
 use rocketlog_client::ClientConfig;
+use rocketlog_nameserver::NameserverConfig;
 use rocketlog_proto::admin::v1 as admin;
 use rocketlog_proto::admin::v1::admin_client::AdminClient;
 use rocketlog_proto::nameserver::v1 as ns;
@@ -105,13 +107,18 @@ pub struct NameserverNode {
 impl NameserverNode {
     /// Starts a nameserver with the quick test timings.
     pub async fn start() -> anyhow::Result<NameserverNode> {
+        NameserverNode::start_with(test_nameserver_config()).await
+    }
+
+    /// Starts a nameserver with `config`.
+    pub async fn start_with(config: NameserverConfig) -> anyhow::Result<NameserverNode> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the nameserver")?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            rocketlog_nameserver::run(test_nameserver_config(), listener, until_stopped(stopped))
+            rocketlog_nameserver::run(config, listener, until_stopped(stopped))
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -140,6 +147,21 @@ impl NameserverNode {
         Ok(brokers.brokers.into_iter().map(|b| b.broker_name).collect())
     }
 
+    /// The route the nameserver serves for `topic`.
+    pub async fn topic_route(&self, topic: &str) -> anyhow::Result<ns::GetTopicRouteResponse> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .connect()
+            .await?;
+        Ok(NameServerClient::new(channel)
+            .get_topic_route(ns::GetTopicRouteRequest {
+                topic: topic.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Stops the nameserver gracefully.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         match self.running.take() {
@@ -157,6 +179,8 @@ pub struct BrokerNode {
     config: BrokerConfig,
     nameserver: Option<SocketAddr>,
     running: Option<Running>,
+    /// The bound metrics port, as the broker reported it when it started serving.
+    metrics: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl BrokerNode {
@@ -176,6 +200,7 @@ impl BrokerNode {
             config,
             nameserver,
             running: None,
+            metrics: Arc::default(),
         };
         node.run(listener).await?;
         Ok(node)
@@ -184,10 +209,13 @@ impl BrokerNode {
     fn spawn(&mut self, listener: TcpListener) {
         let (stop, stopped) = oneshot::channel();
         let config = self.config.clone();
+        let metrics = Arc::clone(&self.metrics);
         let task = tokio::spawn(async move {
-            rocketlog_broker::run(config, listener, until_stopped(stopped))
-                .await
-                .map_err(|e| e.to_string())
+            rocketlog_broker::run_with_ready(config, listener, until_stopped(stopped), move |r| {
+                *metrics.lock().unwrap_or_else(|e| e.into_inner()) = r.metrics;
+            })
+            .await
+            .map_err(|e| e.to_string())
         });
         self.running = Some(Running { stop, task });
     }
@@ -205,6 +233,11 @@ impl BrokerNode {
     /// The client port as an access point (`127.0.0.1:PORT`).
     pub fn endpoint(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The metrics port (with `metrics_listen` set), known once the broker serves.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        *self.metrics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The configuration it runs with.
@@ -298,6 +331,16 @@ impl BrokerNode {
         })
         .await?;
         self.run(listener).await
+    }
+
+    /// `admin broker drain` (or `resume`) on this broker.
+    pub async fn drain(&self, resume: bool) -> anyhow::Result<admin::DrainResponse> {
+        Ok(self
+            .admin()
+            .await?
+            .drain(admin::DrainRequest { resume })
+            .await?
+            .into_inner())
     }
 
     /// Creates (or updates) a read-write topic through this broker's admin API.

@@ -133,3 +133,13 @@ fn go_bad_topic_and_oversized_body_are_refused_and_the_broker_serves_on() {
 fn go_push_consumer_with_defaults_consumes_ten_thousand_messages() {
     scenario("push_bulk", Tuning::default(), |_| {}, no_setup);
 }
+
+#[test]
+fn go_signed_requests_and_access_rules_with_real_credentials() {
+    scenario(
+        "auth",
+        Tuning::default(),
+        rocketlog_tests::auth::enable,
+        |cluster, _| rocketlog_tests::auth::add_app_user(cluster),
+    );
+}

@@ -177,3 +177,13 @@ fn java_pull_rpcs_query_pull_and_commit_offsets() {
         panic!("java pull_rpc passed, but the cluster did not stop cleanly: {e:#}");
     }
 }
+
+#[test]
+fn java_signed_requests_and_access_rules_with_real_credentials() {
+    scenario(
+        "auth",
+        Tuning::default(),
+        rocketlog_tests::auth::enable,
+        |cluster, _| rocketlog_tests::auth::add_app_user(cluster),
+    );
+}

@@ -165,3 +165,13 @@ fn sends_of_the_official_client_are_spread_over_the_queues() {
         panic!("queue_spread.py passed, but the cluster did not stop cleanly: {e:#}");
     }
 }
+
+#[test]
+fn signed_requests_and_access_rules_with_real_credentials() {
+    scenario(
+        "auth.py",
+        Tuning::default(),
+        rocketlog_tests::auth::enable,
+        |cluster, _| rocketlog_tests::auth::add_app_user(cluster),
+    );
+}

@@ -35,3 +35,158 @@ impl Default for AuthSettings {
         }
     }
 }
+
+pub mod layer;
+pub mod signature;
+pub mod users;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+pub use users::{Action, Decision, Need, ResourceKind, Rule, User, UserError, UserStore};
+
+/// Header carrying the signature.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+/// Header carrying the signed date-time.
+pub const DATE_TIME_HEADER: &str = "x-mq-date-time";
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// Who sent it is unknown or unproven (`UNAUTHORIZED`).
+    Unauthenticated(String),
+    /// The user may not do this (`FORBIDDEN`).
+    Forbidden(String),
+}
+
+impl Denied {
+    pub fn message(&self) -> &str {
+        match self {
+            Denied::Unauthenticated(m) | Denied::Forbidden(m) => m,
+        }
+    }
+}
+
+/// The client port's gatekeeper: the settings and the user store.
+#[derive(Debug)]
+pub struct Auth {
+    enabled: bool,
+    max_skew: Option<Duration>,
+    users: UserStore,
+}
+
+impl Auth {
+    /// Opens the users of `config_dir`; when there are none and `settings` names an initial
+    /// user, creates it as a super user.
+    pub fn open(settings: &AuthSettings, config_dir: &Path) -> Result<Auth, UserError> {
+        let users = UserStore::open(config_dir)?;
+        if users.is_empty() {
+            if let (Some(ak), Some(sk)) = (&settings.init_access_key, &settings.init_secret_key) {
+                users.put(ak, sk, true)?;
+                tracing::info!(access_key = %ak, "created the initial super user");
+            }
+        }
+        if settings.enabled && users.is_empty() {
+            tracing::warn!(
+                "authentication is on but the broker has no user: every request is refused \
+                 until one is added (set [broker.auth] init_access_key and init_secret_key)"
+            );
+        }
+        Ok(Auth {
+            enabled: settings.enabled,
+            max_skew: (settings.max_clock_skew_ms > 0)
+                .then(|| Duration::from_millis(settings.max_clock_skew_ms)),
+            users,
+        })
+    }
+
+    /// Whether requests are checked.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The users (managed through the admin API).
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    /// The user who signed a request with `headers`, received at `now`.
+    pub fn authenticate(&self, headers: &HeaderMap, now: SystemTime) -> Result<Arc<User>, Denied> {
+        let unauthenticated = |m: String| Err(Denied::Unauthenticated(m));
+        let Some(header) = headers.get(AUTHORIZATION_HEADER) else {
+            return unauthenticated(
+                "authentication is required: the request has no authorization header (give \
+                 the client an access key and a secret key)"
+                    .into(),
+            );
+        };
+        let header = header
+            .to_str()
+            .map_err(|_| Denied::Unauthenticated("the authorization header is not ASCII".into()))?;
+        let credential = match signature::parse_authorization(header) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return unauthenticated(
+                    "authentication is required: the request names no access key".into(),
+                )
+            }
+            Err(e) => return unauthenticated(e.to_string()),
+        };
+        let Some(user) = self.users.get(credential.access_key) else {
+            return unauthenticated(format!(
+                "unknown access key {:?}",
+                credential.access_key.chars().take(64).collect::<String>()
+            ));
+        };
+        let date_time = headers
+            .get(DATE_TIME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Denied::Unauthenticated("the request has no x-mq-date-time header to sign".into())
+            })?;
+        if !signature::verify(user.secret_key.as_bytes(), date_time, &credential.signature) {
+            return unauthenticated(format!(
+                "bad signature for access key {:?}: the secret key does not match",
+                user.access_key
+            ));
+        }
+        if let Some(max) = self.max_skew {
+            let Some(at) = signature::parse_date_time(date_time) else {
+                return unauthenticated(format!(
+                    "x-mq-date-time {:?} is not a date-time",
+                    date_time.chars().take(40).collect::<String>()
+                ));
+            };
+            let skew = match now.duration_since(at) {
+                Ok(behind) => behind,
+                Err(ahead) => ahead.duration(),
+            };
+            if skew > max {
+                return unauthenticated(format!(
+                    "x-mq-date-time {date_time} is {} s away from the broker's clock, more than \
+                     the {} s allowed: check the client's clock (and that it sends UTC)",
+                    skew.as_secs(),
+                    max.as_secs()
+                ));
+            }
+        }
+        Ok(user)
+    }
+
+    /// Whether `user` may do every one of `needs`.
+    pub fn authorize(&self, user: &User, needs: &[Need]) -> Result<(), Denied> {
+        user.check(needs).map_err(|r| {
+            let what = format!(
+                "user {:?} may not {} {} {:?}",
+                user.access_key, r.need.action, r.need.kind, r.need.name
+            );
+            Denied::Forbidden(match r.denied_by {
+                Some(rule) => format!("{what}: denied by rule \"{rule}\""),
+                None => format!("{what}: no rule allows it"),
+            })
+        })
+    }
+}

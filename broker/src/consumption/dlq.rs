@@ -2,6 +2,7 @@
 //! counts as finished for the group. The copy is made durable in the store before the original
 //! is finished, so a crash in between dead-letters it twice rather than never.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rocketlog_common::names::dlq_topic;
@@ -80,6 +81,7 @@ impl Inner {
             }
             return Err(e);
         }
+        self.count_dead_lettered(&key.group);
         let ticket = {
             let mut st = slot.state.lock();
             match st.queues.get_mut(&job.queue_id) {
@@ -102,6 +104,17 @@ impl Inner {
         }
         self.maybe_snapshot();
         Ok(())
+    }
+
+    fn count_dead_lettered(&self, group: &str) {
+        if let Some(n) = self.dead_lettered.get(group) {
+            n.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.dead_lettered
+            .entry(group.to_owned())
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn copy_to_dlq(&self, key: &StateKey, job: Job) -> Result<(), ConsumeError> {

@@ -54,6 +54,8 @@ pub(super) struct Inner {
     pub(super) version: AtomicU64,
     pub(super) snapshot_lock: Mutex<()>,
     shut_down: AtomicBool,
+    /// Messages moved to a dead-letter topic since open, per group (for monitoring).
+    pub(super) dead_lettered: DashMap<String, AtomicU64>,
     /// Receive passes made (tests wait on it to know a long poll is parked).
     #[cfg(test)]
     pub(super) passes: std::sync::atomic::AtomicUsize,
@@ -135,6 +137,7 @@ impl Consumption {
             version: AtomicU64::new(0),
             snapshot_lock: Mutex::new(()),
             shut_down: AtomicBool::new(false),
+            dead_lettered: DashMap::new(),
             #[cfg(test)]
             passes: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -365,11 +368,24 @@ impl Consumption {
     /// Progress of `group` on every (topic, queue) it has state for, ordered by topic and
     /// queue.
     pub fn describe_group(&self, group: &str) -> Vec<QueueLag> {
+        self.describe(|key| key.group == group)
+            .into_iter()
+            .map(|(_, lag)| lag)
+            .collect()
+    }
+
+    /// [`Consumption::describe_group`] for every group at once: `(group, progress)`, ordered
+    /// by group, topic and queue.
+    pub fn describe_all(&self) -> Vec<(String, QueueLag)> {
+        self.describe(|_| true)
+    }
+
+    fn describe(&self, wanted: impl Fn(&StateKey) -> bool) -> Vec<(String, QueueLag)> {
         let mut slots: Vec<(StateKey, Arc<Slot>)> = self
             .inner
             .slots
             .iter()
-            .filter(|e| e.key().group == group)
+            .filter(|e| wanted(e.key()))
             .map(|e| (e.key().clone(), Arc::clone(e.value())))
             .collect();
         slots.sort_by(|a, b| a.0.cmp(&b.0));
@@ -380,16 +396,30 @@ impl Consumption {
                 let (min, max) = self.inner.store.queue_range(&key.topic, *queue_id);
                 // Offsets below the store's minimum are gone, so they count as consumed.
                 let committed = q.committed().max(min.0);
-                out.push(QueueLag {
+                let lag = QueueLag {
                     topic: key.topic.clone(),
                     queue_id: *queue_id,
                     max_offset: max,
                     committed_offset: QueueOffset(committed),
                     lag: max.0.saturating_sub(committed),
                     in_flight: q.in_flight_len(),
-                });
+                };
+                out.push((key.group.clone(), lag));
             }
         }
+        out
+    }
+
+    /// Messages each group has had moved to its dead-letter topic since the engine opened,
+    /// ordered by group.
+    pub fn dead_lettered(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .inner
+            .dead_lettered
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        out.sort();
         out
     }
 

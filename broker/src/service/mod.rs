@@ -31,6 +31,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::broker::Broker;
+use crate::metrics::Rpc;
 
 /// Header naming the client instance.
 pub const CLIENT_ID_HEADER: &str = "x-mq-client-id";
@@ -67,6 +68,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::QueryRouteRequest>,
     ) -> Answer<v2::QueryRouteResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::QueryRoute);
         Ok(Response::new(
             query_route::handle(&self.broker, request.into_inner()).await,
         ))
@@ -76,6 +78,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::HeartbeatRequest>,
     ) -> Answer<v2::HeartbeatResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::Heartbeat);
         Ok(Response::new(heartbeat::handle(&self.broker, request)))
     }
 
@@ -83,6 +86,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::SendMessageRequest>,
     ) -> Answer<v2::SendMessageResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::SendMessage);
         Ok(Response::new(
             send_message::handle(&self.broker, request).await,
         ))
@@ -92,6 +96,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::QueryAssignmentRequest>,
     ) -> Answer<v2::QueryAssignmentResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::QueryAssignment);
         Ok(Response::new(
             query_assignment::handle(&self.broker, request.into_inner()).await,
         ))
@@ -103,9 +108,11 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::ReceiveMessageRequest>,
     ) -> Answer<Self::ReceiveMessageStream> {
+        let timing = self.broker.metrics.rpc(Rpc::ReceiveMessage);
         Ok(Response::new(receive_message::handle(
             Arc::clone(&self.broker),
             request,
+            timing,
         )))
     }
 
@@ -113,6 +120,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::AckMessageRequest>,
     ) -> Answer<v2::AckMessageResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::AckMessage);
         Ok(Response::new(
             ack_message::handle(&self.broker, request.into_inner()).await,
         ))
@@ -122,6 +130,10 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Answer<v2::ForwardMessageToDeadLetterQueueResponse> {
+        let _timing = self
+            .broker
+            .metrics
+            .rpc(Rpc::ForwardMessageToDeadLetterQueue);
         Ok(Response::new(
             forward_dlq::handle(&self.broker, request.into_inner()).await,
         ))
@@ -133,9 +145,11 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::PullMessageRequest>,
     ) -> Answer<Self::PullMessageStream> {
+        let timing = self.broker.metrics.rpc(Rpc::PullMessage);
         Ok(Response::new(pull::pull_message(
             Arc::clone(&self.broker),
             request,
+            timing,
         )))
     }
 
@@ -143,6 +157,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::UpdateOffsetRequest>,
     ) -> Answer<v2::UpdateOffsetResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::UpdateOffset);
         Ok(Response::new(
             pull::update_offset(&self.broker, request.into_inner()).await,
         ))
@@ -152,6 +167,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::GetOffsetRequest>,
     ) -> Answer<v2::GetOffsetResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::GetOffset);
         Ok(Response::new(pull::get_offset(
             &self.broker,
             request.into_inner(),
@@ -162,6 +178,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::QueryOffsetRequest>,
     ) -> Answer<v2::QueryOffsetResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::QueryOffset);
         Ok(Response::new(
             pull::query_offset(&self.broker, request.into_inner()).await,
         ))
@@ -171,6 +188,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::EndTransactionRequest>,
     ) -> Answer<v2::EndTransactionResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::EndTransaction);
         Ok(Response::new(
             crate::transaction::end_transaction(&self.broker, request.into_inner()).await,
         ))
@@ -189,6 +207,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::NotifyClientTerminationRequest>,
     ) -> Answer<v2::NotifyClientTerminationResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::NotifyClientTermination);
         Ok(Response::new(notify_termination::handle(
             &self.broker,
             request,
@@ -199,6 +218,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::ChangeInvisibleDurationRequest>,
     ) -> Answer<v2::ChangeInvisibleDurationResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::ChangeInvisibleDuration);
         Ok(Response::new(
             change_invisible::handle(&self.broker, request.into_inner()).await,
         ))
@@ -208,6 +228,7 @@ impl MessagingService for MessagingServer {
         &self,
         request: Request<v2::RecallMessageRequest>,
     ) -> Answer<v2::RecallMessageResponse> {
+        let _timing = self.broker.metrics.rpc(Rpc::RecallMessage);
         Ok(Response::new(
             crate::timer::recall::handle(&self.broker, request.into_inner()).await,
         ))

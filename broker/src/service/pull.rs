@@ -32,6 +32,7 @@ use super::polling::{grpc_timeout, polling_time, PollingLimits};
 use super::validate;
 use crate::broker::Broker;
 use crate::consumption::FilterExpression;
+use crate::metrics::RpcTimer;
 use crate::topics::TopicConfig;
 
 /// Most messages one pull returns.
@@ -43,6 +44,8 @@ type Item = Result<v2::PullMessageResponse, Status>;
 
 /// A validated PullMessage.
 struct Pull {
+    /// The consumer group (labels the delivery metrics).
+    group: String,
     topic: String,
     queue_id: u32,
     offset: u64,
@@ -51,15 +54,18 @@ struct Pull {
     wait: Duration,
 }
 
+/// `timing` is dropped when the response stream ends (the RPC's latency includes the poll).
 pub fn pull_message(
     b: Arc<Broker>,
     request: Request<v2::PullMessageRequest>,
+    timing: RpcTimer,
 ) -> ReceiverStream<Item> {
     let remaining = grpc_timeout(&request.metadata().clone().into_headers());
     let client = super::client_id(request.metadata());
     let req = request.into_inner();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let _timing = timing;
         match plan(&b, req, client.as_deref(), remaining) {
             Ok(pull) => run(&b, pull, &tx).await,
             Err((e, next)) => {
@@ -123,7 +129,7 @@ fn plan(
     client: Option<&str>,
     remaining: Option<Duration>,
 ) -> Result<Pull, Refusal> {
-    validate::group(req.group.as_ref()).map_err(|e| (e, None))?;
+    let group = validate::group(req.group.as_ref()).map_err(|e| (e, None))?;
     let (topic, queue_id, _) = queue_of(b, req.message_queue.as_ref()).map_err(|e| (e, None))?;
     if req.batch_size <= 0 {
         return Err((
@@ -190,6 +196,7 @@ fn plan(
         ));
     }
     Ok(Pull {
+        group,
         topic,
         queue_id,
         offset,
@@ -278,6 +285,7 @@ async fn run(b: &Broker, pull: Pull, tx: &mpsc::Sender<Item>) {
     {
         return;
     }
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
     for m in &found {
         let message = delivered_message(m, None);
         if tx
@@ -287,8 +295,15 @@ async fn run(b: &Broker, pull: Pull, tx: &mpsc::Sender<Item>) {
             .await
             .is_err()
         {
-            return;
+            break;
         }
+        sent += 1;
+        sent_bytes += m.body.len() as u64;
+    }
+    b.metrics
+        .delivered(&pull.topic, &pull.group, sent, sent_bytes);
+    if sent < found.len() as u64 {
+        return;
     }
     let _ = tx.send(Ok(next_offset(offset))).await;
 }

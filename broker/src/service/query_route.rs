@@ -66,7 +66,7 @@ pub(super) async fn topic_route(
     topic: &str,
     create: bool,
 ) -> Result<Vec<BrokerQueues>, ApiError> {
-    let local = b.topics.get(topic);
+    let local = b.topics.get(topic).map(|t| b.routed_topic(&t));
     let is_slave = !b.role.is_master();
     // Under a controller every replica is an access point with the topic's own permission:
     // while it follows no master its sends fail retriably and succeed again once one is

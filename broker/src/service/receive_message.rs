@@ -21,6 +21,7 @@ use super::validate::{self, version_below};
 use super::{client_id, CLIENT_VERSION_HEADER};
 use crate::broker::Broker;
 use crate::consumption::{Delivery, FilterExpression, ReceiveRequest, RetryPolicy};
+use crate::metrics::RpcTimer;
 
 /// Invisible time of deliveries the client never got.
 const NACK_INVISIBLE: Duration = Duration::from_secs(1);
@@ -38,7 +39,12 @@ struct Plan {
     client: Option<String>,
 }
 
-pub fn handle(b: Arc<Broker>, request: Request<v2::ReceiveMessageRequest>) -> ReceiverStream<Item> {
+/// `timing` is dropped when the response stream ends (the RPC's latency includes the poll).
+pub fn handle(
+    b: Arc<Broker>,
+    request: Request<v2::ReceiveMessageRequest>,
+    timing: RpcTimer,
+) -> ReceiverStream<Item> {
     let remaining = grpc_timeout(&request.metadata().clone().into_headers());
     let client = client_id(request.metadata());
     let version = request
@@ -49,6 +55,7 @@ pub fn handle(b: Arc<Broker>, request: Request<v2::ReceiveMessageRequest>) -> Re
     let req = request.into_inner();
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let _timing = timing;
         match plan(&b, req, client, remaining, version.as_deref()) {
             Ok(plan) => run(&b, plan, &tx).await,
             Err(e) => {
@@ -232,6 +239,7 @@ async fn run(b: &Broker, plan: Plan, tx: &mpsc::Sender<Item>) {
         }
     }
     let mut unsent: Vec<&Delivery> = Vec::new();
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
     let mut gone = tx
         .send(Ok(content(v2::receive_message_response::Content::Status(
             ok(),
@@ -244,6 +252,7 @@ async fn run(b: &Broker, plan: Plan, tx: &mpsc::Sender<Item>) {
             continue;
         }
         let message = delivered_message(&d.message, Some((d, invisible)));
+        let body_bytes = d.message.body.len() as u64;
         if tx
             .send(Ok(content(v2::receive_message_response::Content::Message(
                 message,
@@ -253,8 +262,12 @@ async fn run(b: &Broker, plan: Plan, tx: &mpsc::Sender<Item>) {
         {
             gone = true;
             unsent.push(d);
+        } else {
+            sent += 1;
+            sent_bytes += body_bytes;
         }
     }
+    b.metrics.delivered(&topic, &group, sent, sent_bytes);
     if gone {
         release(b, &group, &topic, unsent).await;
         return;

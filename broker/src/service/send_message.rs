@@ -3,6 +3,7 @@
 //! status is their common code, else MULTIPLE_RESULTS.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rocketlog_proto::v2;
 use rocketlog_replication::master::SyncError;
@@ -14,6 +15,7 @@ use super::error::{batch_status, ok, ApiError};
 use super::validate::{self, MAX_MESSAGES_PER_SEND, MAX_USER_PROPERTY_BYTES};
 use crate::broker::Broker;
 use crate::consumption::MESSAGE_GROUP_PROPERTY;
+use crate::metrics::TopicIn;
 use crate::topics::{TopicConfig, TopicMessageType};
 
 pub async fn handle(
@@ -35,6 +37,12 @@ pub async fn handle(
     // writes nothing.
     if let Err(e) = b.role.check_writable() {
         return failed(ApiError::HaNotAvailable(e.to_string()));
+    }
+    // A draining broker takes no new sends; those already appended finish normally.
+    if b.role.is_draining() {
+        return failed(ApiError::HaNotAvailable(
+            crate::replication::NotWritable::Draining.to_string(),
+        ));
     }
     // Append everything first, then wait for durability once (group commit covers them all).
     let mut pending: Vec<Result<Appended, ApiError>> = Vec::with_capacity(req.messages.len());
@@ -61,12 +69,13 @@ pub async fn handle(
         match p {
             Ok(Appended {
                 message_id,
+                counted,
                 pending,
                 transaction_id,
                 recall_handle,
             }) => Ok((
                 pending.durable().await,
-                (message_id, transaction_id, recall_handle),
+                (message_id, transaction_id, recall_handle, counted),
             )),
             Err(e) => Err(e),
         }
@@ -82,16 +91,23 @@ pub async fn handle(
     let mut entries = Vec::with_capacity(durable.len());
     for d in durable {
         let entry = match d {
-            Ok((Ok(result), (message_id, transaction_id, recall_handle))) => match &replicated {
-                Ok(()) => v2::SendResultEntry {
-                    status: Some(ok()),
-                    message_id,
-                    transaction_id,
-                    offset: i64::try_from(result.queue_offset.0).unwrap_or(i64::MAX),
-                    recall_handle,
-                },
-                Err(e) => error_entry(e.clone_for_entry()),
-            },
+            Ok((Ok(result), (message_id, transaction_id, recall_handle, counted))) => {
+                match &replicated {
+                    Ok(()) => {
+                        if let Some((topic, bytes)) = counted {
+                            topic.sent(bytes);
+                        }
+                        v2::SendResultEntry {
+                            status: Some(ok()),
+                            message_id,
+                            transaction_id,
+                            offset: i64::try_from(result.queue_offset.0).unwrap_or(i64::MAX),
+                            recall_handle,
+                        }
+                    }
+                    Err(e) => error_entry(e.clone_for_entry()),
+                }
+            }
             Ok((Err(e), _)) => error_entry(ApiError::Store(e)),
             Err(e) => error_entry(e),
         };
@@ -147,6 +163,8 @@ fn message_kind(sys: &v2::SystemProperties) -> Result<TopicMessageType, ApiError
 /// One appended message, waiting for durability.
 struct Appended {
     message_id: String,
+    /// The topic's send counters (metrics on) and the body size, counted once acknowledged.
+    counted: Option<(Arc<TopicIn>, u64)>,
     pending: PendingAppend,
     /// Non-empty for a transactional (half) message.
     transaction_id: String,
@@ -257,6 +275,10 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
         .and_then(timestamp_ms)
         .unwrap_or_else(now_ms);
     let gzip = sys.body_encoding == v2::Encoding::Gzip as i32;
+    let counted = b
+        .metrics
+        .topic_in(&topic_name)
+        .map(|t| (t, body.len() as u64));
     let append = AppendMessage {
         topic: topic_name,
         queue_id,
@@ -279,6 +301,7 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
             .prepare(append, sys.orphaned_transaction_recovery_duration.as_ref())?;
         return Ok(Appended {
             message_id: sys.message_id,
+            counted,
             pending,
             transaction_id,
             recall_handle: String::new(),
@@ -289,6 +312,7 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
         let (pending, recall_handle) = b.timer.schedule(append, deliver_ms)?;
         return Ok(Appended {
             message_id: sys.message_id,
+            counted,
             pending,
             transaction_id: String::new(),
             recall_handle,
@@ -297,6 +321,7 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
     let pending = b.store.append(append)?;
     Ok(Appended {
         message_id: sys.message_id,
+        counted,
         pending,
         transaction_id: String::new(),
         recall_handle: String::new(),

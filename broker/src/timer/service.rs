@@ -304,6 +304,16 @@ impl Timer {
         self.shutdown();
     }
 
+    /// Delayed messages not yet delivered, estimated from the sizes of the bucket files: a
+    /// recall counts until its time, and appends of the last batch may not be written yet.
+    pub fn pending_estimate(&self) -> u64 {
+        super::bucket::pending_estimate(
+            &self.shared.dir.join("buckets"),
+            ms(self.shared.settings.bucket_ms),
+            self.cursor(),
+        )
+    }
+
     /// Commit-log bytes this timer read at open, past its checkpoint: none after a clean
     /// shutdown, the tail written after the last checkpoint after a crash.
     pub fn rescanned_bytes(&self) -> u64 {

@@ -5,10 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use rocketlog_client::SigningInterceptor;
 use rocketlog_proto::admin::v1 as pb;
 use rocketlog_proto::admin::v1::admin_client::AdminClient;
 use rocketlog_proto::controller::v1 as cpb;
 use rocketlog_proto::controller::v1::controller_client::ControllerClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Args)]
@@ -24,6 +26,12 @@ pub struct AdminArgs {
         value_delimiter = ','
     )]
     controller: Vec<String>,
+    /// Access key to sign requests with, for a broker with authentication on (a super user).
+    #[arg(long, env = "ROCKETLOG_ACCESS_KEY", requires = "secret_key")]
+    access_key: Option<String>,
+    /// Secret key of --access-key (prefer the environment variable to the flag).
+    #[arg(long, env = "ROCKETLOG_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -41,6 +49,15 @@ enum AdminCommand {
     Message(MessageCommand),
     /// Broker offsets, uptime and counts.
     Stats,
+    /// Users (access key and secret key) of the broker's authentication.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Access rules of users: allow or deny Pub/Sub on topics and groups.
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// This broker (--broker): drain it for a restart, or resume.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// The controller in the nameservers (--controller): its leader and members, and per
     /// broker group the master, epoch, sync-state set and each replica's lag.
     #[command(subcommand)]
@@ -55,6 +72,73 @@ enum AdminCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BrokerCommand {
+    /// Stop taking sends (producers get a retriable error and routes list this broker's
+    /// queues read-only, so they move to other broker groups); sends in flight finish;
+    /// consumers keep reading. Then restart it; a restarted broker takes sends again.
+    Drain,
+    /// Take sends again without a restart.
+    Resume,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user, or replace its secret key and super-user flag (its rules stay).
+    Add {
+        access_key: String,
+        /// Its secret key, 8 to 256 printable characters (prefer the environment variable).
+        #[arg(long, env = "ROCKETLOG_USER_SECRET_KEY", hide_env_values = true)]
+        secret: String,
+        /// May do everything, the admin API included.
+        #[arg(long = "super")]
+        super_user: bool,
+    },
+    /// Delete a user.
+    Delete { access_key: String },
+    /// Users, their super-user flag and rules (secrets are never shown).
+    List,
+}
+
+#[derive(Debug, Args)]
+struct RuleSpec {
+    access_key: String,
+    #[arg(value_enum)]
+    decision: RuleDecision,
+    #[arg(value_enum)]
+    action: RuleAction,
+    #[arg(value_enum)]
+    resource: RuleResource,
+    /// An exact name, a prefix ending in `*` (quote it), or `*`.
+    pattern: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RuleDecision {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RuleAction {
+    Pub,
+    Sub,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RuleResource {
+    Topic,
+    Group,
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Add a rule, e.g. `acl grant app allow pub topic 'orders-*'`.
+    Grant(RuleSpec),
+    /// Remove a rule (the same words it was granted with).
+    Revoke(RuleSpec),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,7 +241,9 @@ enum MessageCommand {
     },
 }
 
-async fn connect(addr: &str) -> anyhow::Result<AdminClient<Channel>> {
+type Admin = AdminClient<InterceptedService<Channel, SigningInterceptor>>;
+
+async fn connect(addr: &str, signing: SigningInterceptor) -> anyhow::Result<Admin> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("invalid broker address {addr:?}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -166,7 +252,7 @@ async fn connect(addr: &str) -> anyhow::Result<AdminClient<Channel>> {
         .connect()
         .await
         .with_context(|| format!("cannot reach broker {addr}"))?;
-    Ok(AdminClient::new(channel))
+    Ok(AdminClient::with_interceptor(channel, signing))
 }
 
 /// The broker's own words for a failed call.
@@ -178,8 +264,16 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCommand::Controller(cmd) = args.command {
         return controller(&args.controller, cmd).await;
     }
-    let mut client = connect(&args.broker).await?;
+    let signing = SigningInterceptor::new(
+        args.access_key
+            .zip(args.secret_key)
+            .map(|(ak, sk)| rocketlog_client::Credentials::new(ak, sk)),
+    );
+    let mut client = connect(&args.broker, signing).await?;
     match args.command {
+        AdminCommand::User(cmd) => user(&mut client, cmd).await,
+        AdminCommand::Acl(cmd) => acl(&mut client, cmd).await,
+        AdminCommand::Broker(cmd) => broker(&mut client, cmd).await,
         AdminCommand::Topic(cmd) => topic(&mut client, cmd).await,
         AdminCommand::Group(cmd) => group(&mut client, cmd).await,
         AdminCommand::Message(cmd) => message(&mut client, cmd).await,
@@ -363,7 +457,7 @@ fn print_controller_status(s: &cpb::ControllerStatus) {
     }
 }
 
-async fn promote(client: &mut AdminClient<Channel>, force: bool) -> anyhow::Result<()> {
+async fn promote(client: &mut Admin, force: bool) -> anyhow::Result<()> {
     let r = client
         .promote(pb::PromoteRequest { force })
         .await
@@ -427,7 +521,7 @@ fn describe_topic(t: &pb::TopicConfig) -> String {
     )
 }
 
-async fn topic(client: &mut AdminClient<Channel>, cmd: TopicCommand) -> anyhow::Result<()> {
+async fn topic(client: &mut Admin, cmd: TopicCommand) -> anyhow::Result<()> {
     match cmd {
         TopicCommand::Create(spec) | TopicCommand::Update(spec) => {
             let r = client
@@ -482,7 +576,7 @@ fn parse_ago(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
-async fn group(client: &mut AdminClient<Channel>, cmd: GroupCommand) -> anyhow::Result<()> {
+async fn group(client: &mut Admin, cmd: GroupCommand) -> anyhow::Result<()> {
     match cmd {
         GroupCommand::Describe { group } => {
             let r = client
@@ -542,7 +636,7 @@ async fn group(client: &mut AdminClient<Channel>, cmd: GroupCommand) -> anyhow::
     Ok(())
 }
 
-async fn message(client: &mut AdminClient<Channel>, cmd: MessageCommand) -> anyhow::Result<()> {
+async fn message(client: &mut Admin, cmd: MessageCommand) -> anyhow::Result<()> {
     let (by, max, with_body) = match cmd {
         MessageCommand::Id { message_id, body } => (
             pb::lookup_message_request::By::MessageId(message_id),
@@ -588,7 +682,149 @@ async fn message(client: &mut AdminClient<Channel>, cmd: MessageCommand) -> anyh
     Ok(())
 }
 
-async fn stats(client: &mut AdminClient<Channel>) -> anyhow::Result<()> {
+async fn broker(client: &mut Admin, cmd: BrokerCommand) -> anyhow::Result<()> {
+    let resume = matches!(cmd, BrokerCommand::Resume);
+    let r = client
+        .drain(pb::DrainRequest { resume })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let now = if r.draining {
+        "draining: no new sends, reads go on"
+    } else {
+        "taking sends"
+    };
+    let before = if r.was_draining == r.draining {
+        " (unchanged)"
+    } else {
+        ""
+    };
+    println!("{now}{before}");
+    Ok(())
+}
+
+async fn user(client: &mut Admin, cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            access_key,
+            secret,
+            super_user,
+        } => {
+            let r = client
+                .put_user(pb::PutUserRequest {
+                    access_key: access_key.clone(),
+                    secret_key: secret,
+                    super_user,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let what = if r.created { "created" } else { "updated" };
+            println!("user {access_key} {what}");
+        }
+        UserCommand::Delete { access_key } => {
+            client
+                .delete_user(pb::DeleteUserRequest {
+                    access_key: access_key.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            println!("user {access_key} deleted");
+        }
+        UserCommand::List => {
+            let users = client
+                .list_users(pb::ListUsersRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .users;
+            if users.is_empty() {
+                println!("no users");
+            }
+            for u in users {
+                let flag = if u.super_user { "  super user" } else { "" };
+                println!("{}{flag}", u.access_key);
+                for r in &u.rules {
+                    println!("  {}", describe_rule(r));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_rule(r: &pb::AclRule) -> String {
+    let decision = match pb::AclDecision::try_from(r.decision) {
+        Ok(pb::AclDecision::Allow) => "allow",
+        Ok(pb::AclDecision::Deny) => "deny",
+        _ => "?",
+    };
+    let action = match pb::AclAction::try_from(r.action) {
+        Ok(pb::AclAction::Pub) => "pub",
+        Ok(pb::AclAction::Sub) => "sub",
+        _ => "?",
+    };
+    let resource = match pb::AclResource::try_from(r.resource) {
+        Ok(pb::AclResource::Topic) => "topic",
+        Ok(pb::AclResource::Group) => "group",
+        _ => "?",
+    };
+    format!("{decision} {action} {resource} {}", r.pattern)
+}
+
+fn rule_wire(spec: &RuleSpec) -> pb::AclRule {
+    pb::AclRule {
+        decision: match spec.decision {
+            RuleDecision::Allow => pb::AclDecision::Allow,
+            RuleDecision::Deny => pb::AclDecision::Deny,
+        } as i32,
+        action: match spec.action {
+            RuleAction::Pub => pb::AclAction::Pub,
+            RuleAction::Sub => pb::AclAction::Sub,
+        } as i32,
+        resource: match spec.resource {
+            RuleResource::Topic => pb::AclResource::Topic,
+            RuleResource::Group => pb::AclResource::Group,
+        } as i32,
+        pattern: spec.pattern.clone(),
+    }
+}
+
+async fn acl(client: &mut Admin, cmd: AclCommand) -> anyhow::Result<()> {
+    match cmd {
+        AclCommand::Grant(spec) => {
+            let rule = rule_wire(&spec);
+            client
+                .grant(pb::GrantRequest {
+                    access_key: spec.access_key.clone(),
+                    rule: Some(rule.clone()),
+                })
+                .await
+                .map_err(status_error)?;
+            println!("{}: {}", spec.access_key, describe_rule(&rule));
+        }
+        AclCommand::Revoke(spec) => {
+            let rule = rule_wire(&spec);
+            let removed = client
+                .revoke(pb::RevokeRequest {
+                    access_key: spec.access_key.clone(),
+                    rule: Some(rule.clone()),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .removed;
+            if removed {
+                println!("{}: revoked {}", spec.access_key, describe_rule(&rule));
+            } else {
+                println!("{}: had no rule {}", spec.access_key, describe_rule(&rule));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn stats(client: &mut Admin) -> anyhow::Result<()> {
     let s = client
         .broker_stats(pb::BrokerStatsRequest {})
         .await

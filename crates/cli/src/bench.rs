@@ -38,6 +38,22 @@ pub struct BenchArgs {
     /// (`ClientConfigBuilder::share_connections(false)`).
     #[arg(long, global = true)]
     dedicated_connections: bool,
+    /// Sign requests as this user (a broker with authentication on).
+    #[arg(
+        long,
+        env = "ROCKETLOG_ACCESS_KEY",
+        global = true,
+        requires = "secret_key"
+    )]
+    access_key: Option<String>,
+    /// Secret key of --access-key.
+    #[arg(
+        long,
+        env = "ROCKETLOG_SECRET_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -227,11 +243,13 @@ fn body(size: usize) -> Bytes {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let config = ClientConfig::builder()
+    let mut builder = ClientConfig::builder()
         .access_point(&args.endpoint)
-        .share_connections(!args.dedicated_connections)
-        .build()
-        .context("client configuration")?;
+        .share_connections(!args.dedicated_connections);
+    if let (Some(ak), Some(sk)) = (&args.access_key, &args.secret_key) {
+        builder = builder.credentials(rocketlog_client::Credentials::new(ak, sk));
+    }
+    let config = builder.build().context("client configuration")?;
     let deadline = Duration::from_secs(args.duration);
     match args.command {
         BenchCommand::Produce(p) => {

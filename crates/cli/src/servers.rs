@@ -33,6 +33,9 @@ pub struct BrokerFlags {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve the broker's Prometheus metrics at `GET /metrics` on this address (default: off).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +105,10 @@ fn load(
         ("broker.tls_cert_path", path_string(&flags.tls_cert)),
         ("broker.tls_key_path", path_string(&flags.tls_key)),
         ("listen", flags.listen.map(|a| a.to_string())),
+        (
+            "broker.metrics_listen",
+            flags.metrics_listen.map(|a| a.to_string()),
+        ),
     ];
     overrides.extend_from_slice(extra);
     settings::load(file, FILE_SECTIONS, &overrides)
@@ -128,6 +135,7 @@ fn announce(
     client: Option<SocketAddr>,
     nameserver: Option<SocketAddr>,
     replication: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
 ) {
     let mut line = String::from("rocketlog ready");
     if let Some(c) = client {
@@ -138,6 +146,9 @@ fn announce(
     }
     if let Some(r) = replication {
         line.push_str(&format!(" replication={r}"));
+    }
+    if let Some(m) = metrics {
+        line.push_str(&format!(" metrics={m}"));
     }
     let mut out = std::io::stdout().lock();
     // Nothing useful can be done if stdout is closed; the server keeps running.
@@ -172,7 +183,7 @@ pub async fn standalone(file: Option<&Path>, args: StandaloneArgs) -> anyhow::Re
         broker_config,
         client_listener,
         shutdown.wait(),
-        move |r| announce(Some(client_addr), Some(ns_addr), r.replication),
+        move |r| announce(Some(client_addr), Some(ns_addr), r.replication, r.metrics),
     )
     .await;
     // The broker has flushed; stop the nameserver too if the broker ended on its own.
@@ -191,7 +202,7 @@ pub async fn nameserver(file: Option<&Path>, args: NameserverArgs) -> anyhow::Re
     let listener = bind(cfg.nameserver_listen, DEFAULT_NAMESERVER_ADDR, "nameserver").await?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::on_signals()?;
-    announce(None, Some(addr), None);
+    announce(None, Some(addr), None, None);
     rocketlog_nameserver::run(cfg.nameserver, listener, shutdown.wait())
         .await
         .context("nameserver")
@@ -217,7 +228,7 @@ pub async fn broker(file: Option<&Path>, args: BrokerArgs) -> anyhow::Result<()>
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::on_signals()?;
     rocketlog_broker::run_with_ready(broker_config, listener, shutdown.wait(), move |r| {
-        announce(Some(addr), None, r.replication)
+        announce(Some(addr), None, r.replication, r.metrics)
     })
     .await
     .context("broker")

@@ -22,12 +22,13 @@ impl Drop for Running {
 }
 
 fn start_standalone(data: &Path) -> Running {
-    start_standalone_under(data, &[])
+    start_standalone_under(data, &[], &[])
 }
 
 /// Starts the binary through `wrapper` (a command and its arguments that end with the
 /// program to run, such as `prlimit --nofile=256:256`).
-fn start_standalone_under(data: &Path, wrapper: &[&str]) -> Running {
+/// `env`: extra environment, e.g. configuration as `ROCKETLOG_BROKER__...` variables.
+fn start_standalone_under(data: &Path, wrapper: &[&str], env: &[(&str, &str)]) -> Running {
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -47,6 +48,7 @@ fn start_standalone_under(data: &Path, wrapper: &[&str]) -> Running {
         .arg("--data-dir")
         .arg(data)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -75,11 +77,32 @@ fn start_standalone_under(data: &Path, wrapper: &[&str]) -> Running {
 }
 
 fn admin(client: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
+    admin_as(client, None, args)
+}
+
+/// `rocketlog admin` signing with `credentials` (access key, secret key) from the environment.
+fn admin_as(client: &str, credentials: Option<(&str, &str)>, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command
         .args(["admin", "--broker", client])
         .args(args)
-        .output()
-        .expect("run admin")
+        .env_remove("ROCKETLOG_ACCESS_KEY")
+        .env_remove("ROCKETLOG_SECRET_KEY");
+    if let Some((ak, sk)) = credentials {
+        command
+            .env("ROCKETLOG_ACCESS_KEY", ak)
+            .env("ROCKETLOG_SECRET_KEY", sk);
+    }
+    command.output().expect("run admin")
+}
+
+fn stderr_of_failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "admin should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn stdout_of(out: &Output) -> String {
@@ -209,7 +232,7 @@ fn failed_recovery_exits_non_zero_without_announcing_readiness() {
 fn half_open_connections_under_a_low_fd_limit_never_lock_new_clients_out() {
     use std::io::{Read, Write};
     let data = tempfile::tempdir().unwrap();
-    let running = start_standalone_under(data.path(), &["prlimit", "--nofile=256:256"]);
+    let running = start_standalone_under(data.path(), &["prlimit", "--nofile=256:256"], &[]);
     // More half-open peers than the process has descriptors: each sends half the HTTP/2
     // client preface and stops.
     let mut peers: Vec<std::net::TcpStream> = (0..300)
@@ -242,4 +265,112 @@ fn half_open_connections_under_a_low_fd_limit_never_lock_new_clients_out() {
             Err(e) => panic!("a half-open connection was not closed: {e}"),
         }
     }
+}
+
+#[test]
+fn with_auth_on_the_admin_commands_need_a_super_user_and_manage_users_and_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = ("root", "root-secret-key");
+    let env = [
+        ("ROCKETLOG_BROKER__AUTH__ENABLED", "true"),
+        ("ROCKETLOG_BROKER__AUTH__INIT_ACCESS_KEY", root.0),
+        ("ROCKETLOG_BROKER__AUTH__INIT_SECRET_KEY", root.1),
+    ];
+    let mut server = start_standalone_under(dir.path(), &[], &env);
+    let client = server.client.clone();
+
+    // Unsigned, wrongly signed, and signed by a user without the super-user flag: refused.
+    let anonymous = stderr_of_failed(&admin(&client, &["topic", "list"]));
+    assert!(
+        anonymous.contains("Unauthenticated") && anonymous.contains("authorization header"),
+        "{anonymous}"
+    );
+    let wrong = stderr_of_failed(&admin_as(
+        &client,
+        Some(("root", "wrong-secret")),
+        &["stats"],
+    ));
+    assert!(wrong.contains("bad signature"), "{wrong}");
+
+    let added = stdout_of(&admin_as(
+        &client,
+        Some(root),
+        &["user", "add", "app", "--secret", "app-secret-key"],
+    ));
+    assert!(added.contains("user app created"), "{added}");
+    let app = Some(("app", "app-secret-key"));
+    let not_super = stderr_of_failed(&admin_as(&client, app, &["topic", "list"]));
+    assert!(
+        not_super.contains("PermissionDenied") && not_super.contains("super user"),
+        "{not_super}"
+    );
+
+    // Rules: granted, listed (never a secret), revoked.
+    for rule in [
+        ["allow", "pub", "topic", "orders-*"],
+        ["deny", "pub", "topic", "orders-audit"],
+        ["allow", "sub", "group", "billing"],
+    ] {
+        let mut args = vec!["acl", "grant", "app"];
+        args.extend(rule);
+        stdout_of(&admin_as(&client, Some(root), &args));
+    }
+    let bad = stderr_of_failed(&admin_as(
+        &client,
+        Some(root),
+        &["acl", "grant", "app", "allow", "pub", "group", "billing"],
+    ));
+    assert!(bad.contains("groups only consume"), "{bad}");
+    let listed = stdout_of(&admin_as(&client, Some(root), &["user", "list"]));
+    assert!(
+        listed.contains("root  super user")
+            && listed.contains("allow pub topic orders-*")
+            && listed.contains("deny pub topic orders-audit")
+            && listed.contains("allow sub group billing")
+            && !listed.contains("secret"),
+        "{listed}"
+    );
+    let revoked = stdout_of(&admin_as(
+        &client,
+        Some(root),
+        &["acl", "revoke", "app", "allow", "sub", "group", "billing"],
+    ));
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let again = stdout_of(&admin_as(
+        &client,
+        Some(root),
+        &["acl", "revoke", "app", "allow", "sub", "group", "billing"],
+    ));
+    assert!(again.contains("had no rule"), "{again}");
+
+    // Users and rules are kept across a restart; the secret file is private.
+    let status = sigterm(&mut server.child);
+    assert!(status.success(), "{status:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("config/users.json"))
+            .expect("users.json")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "users.json is readable by others: {mode:o}"
+        );
+    }
+    let server = start_standalone_under(dir.path(), &[], &env);
+    let listed = stdout_of(&admin_as(&server.client, Some(root), &["user", "list"]));
+    assert!(
+        listed.contains("allow pub topic orders-*") && !listed.contains("allow sub group billing"),
+        "{listed}"
+    );
+    let deleted = stdout_of(&admin_as(
+        &server.client,
+        Some(root),
+        &["user", "delete", "app"],
+    ));
+    assert!(deleted.contains("user app deleted"), "{deleted}");
+    let gone = stderr_of_failed(&admin_as(&server.client, app, &["stats"]));
+    assert!(gone.contains("unknown access key"), "{gone}");
 }

@@ -5,6 +5,7 @@
 //!
 //! Layering: depends on no other rocketlog crate; every other crate may depend on it.
 
+pub mod durable_file;
 pub mod message_id;
 pub mod names;
 pub mod offsets;

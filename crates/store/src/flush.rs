@@ -19,6 +19,7 @@
 use crate::commit_log::CommitLog;
 use crate::config::{FaultInjector, FlushMode, IoPoint};
 use crate::error::StoreError;
+use crate::flush_stats::{FsyncSnapshot, FsyncStats};
 use crate::message::AppendResult;
 use parking_lot::{Condvar, Mutex};
 use std::future::Future;
@@ -70,6 +71,8 @@ pub(crate) struct Flusher {
     round: Mutex<()>,
     waiters: Mutex<Waiters>,
     cv: Condvar,
+    /// Durations of the log flushes made (for monitoring).
+    stats: FsyncStats,
 }
 
 impl Flusher {
@@ -88,7 +91,13 @@ impl Flusher {
                 want: 0,
             }),
             cv: Condvar::new(),
+            stats: FsyncStats::default(),
         }
+    }
+
+    /// Durations of the log flushes made so far.
+    pub(crate) fn fsync_stats(&self) -> FsyncSnapshot {
+        self.stats.snapshot()
     }
 
     pub(crate) fn flushed(&self) -> u64 {
@@ -118,7 +127,12 @@ impl Flusher {
                     path: "commitlog".into(),
                     source: e,
                 })
-                .and_then(|()| log.flush(from, target))
+                .and_then(|()| {
+                    let started = Instant::now();
+                    let flushed = log.flush(from, target);
+                    self.stats.record(started.elapsed());
+                    flushed
+                })
                 .map(|()| target),
             Err(e) => Err(e),
         };

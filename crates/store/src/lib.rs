@@ -39,6 +39,7 @@ mod core;
 mod dispatcher;
 mod error;
 mod flush;
+mod flush_stats;
 pub mod index;
 mod message;
 mod mmap;
@@ -59,6 +60,7 @@ pub use config::{
 };
 pub use error::{StoreError, TruncateRefusal};
 pub use flush::PendingAppend;
+pub use flush_stats::{FsyncSnapshot, FSYNC_BUCKETS_SECONDS};
 pub use message::{AppendMessage, AppendResult, LogScan, QueueRead, StoredMessage};
 pub use retention::RetentionReport;
 pub use rocketlog_common::{PhysicalOffset, QueueOffset};

@@ -500,6 +500,19 @@ impl Store {
         PhysicalOffset(self.core().flusher.flushed())
     }
 
+    /// How long the commit log's flushes have taken since the store opened.
+    pub fn fsync_stats(&self) -> crate::FsyncSnapshot {
+        self.core().flusher.fsync_stats()
+    }
+
+    /// The share of the data directory's file system in use (df's "Use%", 0..=1), or `None`
+    /// when it cannot be read.
+    pub fn disk_used_ratio(&self) -> Option<f64> {
+        crate::mmap::disk_space(&self.core().config.data_dir)
+            .ok()
+            .map(|s| s.use_ratio())
+    }
+
     /// Decoded records from `from` (a record boundary) up to the written end, at most
     /// `max_bytes` of records but always at least one if there is one. The written end may be
     /// past `flushed_offset()` in Sync mode: bound by it if only durable records may be used.

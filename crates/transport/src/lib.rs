@@ -20,6 +20,8 @@
 //! and must not know the services behind them.
 
 mod limits;
+pub mod metrics;
+pub mod process;
 mod rewind;
 
 use std::convert::Infallible;
@@ -44,6 +46,8 @@ use tower::ServiceExt;
 
 pub use limits::{connection_budget, raise_fd_limit, FdLimit};
 use limits::{Throttle, REFUSAL};
+pub use metrics::{serve_metrics, ConnectionCount};
+pub use process::ProcessCollector;
 use rewind::{Rewind, PREFACE};
 
 /// First byte of a TLS record carrying a handshake message.
@@ -132,6 +136,7 @@ pub struct Transport {
     max_concurrent_streams: u32,
     settings: ConnectionSettings,
     max_connections: usize,
+    open: ConnectionCount,
 }
 
 impl std::fmt::Debug for Transport {
@@ -165,7 +170,14 @@ impl Transport {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             settings,
             max_connections,
+            open: ConnectionCount::default(),
         }
+    }
+
+    /// Counts this port's open connections in `count` (for monitoring).
+    pub fn count_connections(mut self, count: ConnectionCount) -> Self {
+        self.open = count;
+        self
     }
 
     /// Streams one connection may have open at once.
@@ -218,6 +230,7 @@ impl Transport {
                                 max_concurrent_streams: self.max_concurrent_streams,
                                 settings: self.settings.clone(),
                                 _slot: slot,
+                                _open: self.open.open(),
                             };
                             connections.spawn(conn.run(stream, peer));
                         }
@@ -294,6 +307,8 @@ struct Connection {
     max_concurrent_streams: u32,
     settings: ConnectionSettings,
     _slot: OwnedSemaphorePermit,
+    /// Counted in the port's open connections while it lives.
+    _open: metrics::OpenConnection,
 }
 
 impl Connection {

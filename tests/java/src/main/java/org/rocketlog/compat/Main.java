@@ -25,6 +25,7 @@ public final class Main {
         all.put("bad_input", BadInput::run);
         all.put("push_bulk", PushBulk::run);
         all.put("pull_rpc", PullRpc::run);
+        all.put("auth", Auth::run);
         all.put("pull_rpc_after_restart", PullRpc::afterRestart);
         return all;
     }

@@ -18,6 +18,9 @@ import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 
 import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientConfigurationBuilder;
+import org.apache.rocketmq.client.apis.SessionCredentialsProvider;
+import org.apache.rocketmq.client.apis.StaticSessionCredentialsProvider;
 import org.apache.rocketmq.client.apis.ClientException;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
 import org.apache.rocketmq.client.apis.consumer.FilterExpression;
@@ -271,10 +274,22 @@ final class Scenario {
 
     // ----- clients ----------------------------------------------------------------------------
 
+    /** Credentials the clients made from now on sign with; {@code null}: none. */
+    private volatile SessionCredentialsProvider credentials;
+
+    /** Clients made after this call sign their requests with the access key and secret key. */
+    void signAs(String accessKey, String secretKey) {
+        credentials = accessKey == null ? null : new StaticSessionCredentialsProvider(accessKey, secretKey);
+    }
+
     /** The client's defaults (TLS on, any certificate accepted) with the Python suite's 3 s timeout. */
     ClientConfiguration configuration() {
-        return ClientConfiguration.newBuilder().setEndpoints(endpoint).setRequestTimeout(Duration.ofSeconds(3))
-            .build();
+        ClientConfigurationBuilder builder = ClientConfiguration.newBuilder().setEndpoints(endpoint)
+            .setRequestTimeout(Duration.ofSeconds(3));
+        if (credentials != null) {
+            builder.setCredentialProvider(credentials);
+        }
+        return builder.build();
     }
 
     Producer producer(String... topics) throws ClientException {
