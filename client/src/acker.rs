@@ -192,6 +192,17 @@ fn duplicate(e: &Error) -> Error {
             reason: reason.clone(),
             endpoint: endpoint.clone(),
         },
+        Error::BatchReceiptMismatch {
+            messages,
+            entries,
+            ids,
+            endpoint,
+        } => Error::BatchReceiptMismatch {
+            messages: *messages,
+            entries: *entries,
+            ids: *ids,
+            endpoint: endpoint.clone(),
+        },
         Error::NoRoute { topic, reason } => Error::NoRoute {
             topic: topic.clone(),
             reason: reason.clone(),

@@ -93,6 +93,22 @@ pub enum Error {
         endpoint: String,
     },
 
+    /// The broker answered a batch send with send results that cannot be matched to the
+    /// batch's messages: neither one result per message nor one result for the whole batch
+    /// naming one id per message (comma-separated) or a single id for the batch. The broker
+    /// may have stored the messages, so sending them again may duplicate them; not retried.
+    #[error("{endpoint}: the answer to a batch of {messages} messages names {ids} message ids in {entries} send results")]
+    BatchReceiptMismatch {
+        /// Messages in the batch.
+        messages: usize,
+        /// Send results in the answer.
+        entries: usize,
+        /// Message ids those results name.
+        ids: usize,
+        /// Which endpoint answered.
+        endpoint: String,
+    },
+
     /// The route of a topic has no queue usable for the operation.
     #[error("topic {topic}: {reason}")]
     NoRoute {

@@ -9,6 +9,7 @@ use tracing::Instrument;
 use crate::config::ClientConfig;
 use crate::convert::{message_to_proto, resource};
 use crate::core::ClientCore;
+use crate::endpoints::Endpoints;
 use crate::error::Error;
 use crate::message::{Message, SendReceipt};
 use crate::retry::RetryPolicy;
@@ -357,32 +358,220 @@ async fn send_once(
         )
         .await?;
     Error::from_status(response.status.as_ref(), endpoints)?;
-    if response.entries.len() != messages.len() {
-        return Err(Error::Protocol {
-            reason: format!(
-                "{} send results for {} messages",
-                response.entries.len(),
-                messages.len()
+    receipts(response.entries, ids, queue.id, endpoints)
+}
+
+/// Maps the send results of one SendMessage answer to the request's messages (`ids` are the
+/// ids this client gave them, in order). Two shapes are accepted:
+///
+/// - one entry per message, in order (rocketlog; any server for a single message);
+/// - for a batch, one entry for the whole batch, as the Apache RocketMQ 5 proxy answers: the
+///   broker stores a batch as consecutive messages of one queue and reports one result whose
+///   offset is the first message's. Its message id lists the batch's ids separated by commas
+///   (proxy in cluster mode, where its remoting client joins them), mapped in order to the
+///   messages; or it is one id the proxy made for the batch itself (local mode, the broker
+///   inside the proxy), and each receipt then carries the id this client gave its message,
+///   which is the id the message is stored and delivered under.
+///
+/// Any other count of entries or ids is [`Error::BatchReceiptMismatch`].
+fn receipts(
+    entries: Vec<v2::SendResultEntry>,
+    ids: &[String],
+    queue_id: i32,
+    endpoints: &Endpoints,
+) -> Result<Vec<SendReceipt>, Error> {
+    let receipt = |message_id: String, entry: &v2::SendResultEntry, offset: i64| SendReceipt {
+        message_id,
+        queue_id,
+        offset,
+        transaction_id: Some(entry.transaction_id.clone()).filter(|t| !t.is_empty()),
+        recall_handle: Some(entry.recall_handle.clone()).filter(|t| !t.is_empty()),
+        endpoints: endpoints.clone(),
+    };
+    if entries.len() == ids.len() {
+        let mut out = Vec::with_capacity(ids.len());
+        for (entry, id) in entries.iter().zip(ids) {
+            Error::from_status(entry.status.as_ref(), endpoints)?;
+            let message_id = if entry.message_id.is_empty() {
+                id.clone()
+            } else {
+                entry.message_id.clone()
+            };
+            out.push(receipt(message_id, entry, entry.offset));
+        }
+        return Ok(out);
+    }
+    let mismatch = |named: usize| Error::BatchReceiptMismatch {
+        messages: ids.len(),
+        entries: entries.len(),
+        ids: named,
+        endpoint: endpoints.to_string(),
+    };
+    let [entry] = entries.as_slice() else {
+        return Err(mismatch(entries.len()));
+    };
+    Error::from_status(entry.status.as_ref(), endpoints)?;
+    let named: Vec<&str> = entry
+        .message_id
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let message_ids: Vec<String> = match named.len() {
+        n if n == ids.len() => named.into_iter().map(str::to_owned).collect(),
+        // One id for the whole batch (or none): it names no message of it.
+        0 | 1 => ids.to_vec(),
+        n => return Err(mismatch(n)),
+    };
+    Ok(message_ids
+        .into_iter()
+        .zip(0i64..)
+        .map(|(id, i)| {
+            let mut r = receipt(id, entry, entry.offset.saturating_add(i));
+            // A recall handle names one delayed message, and a transaction id one half
+            // message (the proxy fills it with the first message's id), not a batch.
+            r.recall_handle = None;
+            r.transaction_id = None;
+            r
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Option<v2::Status> {
+        Some(v2::Status {
+            code: v2::Code::Ok as i32,
+            message: "OK".into(),
+        })
+    }
+
+    fn entry(message_id: &str, offset: i64) -> v2::SendResultEntry {
+        v2::SendResultEntry {
+            status: ok(),
+            message_id: message_id.into(),
+            offset,
+            ..Default::default()
+        }
+    }
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("01ID{i:04}")).collect()
+    }
+
+    fn endpoints() -> Endpoints {
+        Endpoints::parse("127.0.0.1:8081").unwrap()
+    }
+
+    fn summary(receipts: &[SendReceipt]) -> Vec<(&str, i64, i32)> {
+        receipts
+            .iter()
+            .map(|r| (r.message_id(), r.offset(), r.queue_id()))
+            .collect()
+    }
+
+    #[test]
+    fn one_entry_per_message() {
+        let ids = ids(3);
+        let entries = vec![entry("01ID0000", 7), entry("01ID0001", 8), entry("", 9)];
+        let got = receipts(entries, &ids, 2, &endpoints()).unwrap();
+        assert_eq!(
+            summary(&got),
+            [("01ID0000", 7, 2), ("01ID0001", 8, 2), ("01ID0002", 9, 2)]
+        );
+        assert!(got.iter().all(|r| r.endpoint() == "127.0.0.1:8081"));
+    }
+
+    #[test]
+    fn single_message_keeps_its_recall_handle_and_transaction() {
+        let mut e = entry("01ID0000", 3);
+        e.recall_handle = "handle".into();
+        e.transaction_id = "tx".into();
+        let got = receipts(vec![e], &ids(1), 0, &endpoints()).unwrap();
+        assert_eq!(got[0].recall_handle(), Some("handle"));
+        assert_eq!(got[0].transaction_id(), Some("tx"));
+    }
+
+    #[test]
+    fn one_entry_with_comma_separated_ids_maps_in_order() {
+        let ids = ids(3);
+        let mut e = entry("A1,A2, A3", 40);
+        e.transaction_id = "A1".into();
+        let got = receipts(vec![e], &ids, 5, &endpoints()).unwrap();
+        assert_eq!(summary(&got), [("A1", 40, 5), ("A2", 41, 5), ("A3", 42, 5)]);
+        assert!(got
+            .iter()
+            .all(|r| r.recall_handle().is_none() && r.transaction_id().is_none()));
+    }
+
+    #[test]
+    fn one_entry_with_one_id_for_the_batch_keeps_the_clients_ids() {
+        let ids = ids(32);
+        let got = receipts(vec![entry("7F0000010001BATCH", 100)], &ids, 1, &endpoints()).unwrap();
+        assert_eq!(got.len(), 32);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.message_id(), ids[i]);
+            assert_eq!(r.offset(), 100 + i as i64);
+        }
+    }
+
+    #[test]
+    fn id_count_mismatch_is_a_typed_error() {
+        let e = receipts(vec![entry("A1,A2", 0)], &ids(3), 0, &endpoints()).unwrap_err();
+        match &e {
+            Error::BatchReceiptMismatch {
+                messages: 3,
+                entries: 1,
+                ids: 2,
+                endpoint,
+            } => assert_eq!(endpoint, "127.0.0.1:8081"),
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("batch of 3 messages") && text.contains("2 message ids"),
+            "{text}"
+        );
+        let e = receipts(vec![entry("A1,A2,A3,A4", 0)], &ids(3), 0, &endpoints()).unwrap_err();
+        assert!(
+            matches!(e, Error::BatchReceiptMismatch { ids: 4, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn entry_count_mismatch_is_a_typed_error() {
+        let entries = vec![entry("A1", 0), entry("A2", 1)];
+        let e = receipts(entries, &ids(3), 0, &endpoints()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::BatchReceiptMismatch {
+                    messages: 3,
+                    entries: 2,
+                    ..
+                }
             ),
-            endpoint: endpoints.to_string(),
-        });
+            "{e:?}"
+        );
+        let e = receipts(Vec::new(), &ids(2), 0, &endpoints()).unwrap_err();
+        assert!(
+            matches!(e, Error::BatchReceiptMismatch { entries: 0, .. }),
+            "{e:?}"
+        );
     }
-    let mut receipts = Vec::with_capacity(messages.len());
-    for (entry, id) in response.entries.into_iter().zip(ids) {
-        Error::from_status(entry.status.as_ref(), endpoints)?;
-        let message_id = if entry.message_id.is_empty() {
-            id.clone()
-        } else {
-            entry.message_id
-        };
-        receipts.push(SendReceipt {
-            message_id,
-            queue_id: queue.id,
-            offset: entry.offset,
-            transaction_id: Some(entry.transaction_id).filter(|t| !t.is_empty()),
-            recall_handle: Some(entry.recall_handle).filter(|t| !t.is_empty()),
-            endpoints: endpoints.clone(),
+
+    #[test]
+    fn a_failed_batch_entry_is_the_servers_error() {
+        let mut e = entry("", 0);
+        e.status = Some(v2::Status {
+            code: v2::Code::MasterPersistenceTimeout as i32,
+            message: "flush timeout".into(),
         });
+        let err = receipts(vec![e], &ids(4), 0, &endpoints()).unwrap_err();
+        assert_eq!(err.code(), Some(v2::Code::MasterPersistenceTimeout));
     }
-    Ok(receipts)
 }
