@@ -2,19 +2,23 @@
 //! message lookup, offset reset and broker statistics. Failures are gRPC statuses with a
 //! readable message (this API is for rocketlog's own tools, not the RocketMQ clients).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rocketlog_proto::admin::v1 as pb;
 use rocketlog_proto::admin::v1::admin_server::{Admin, AdminServer};
-use rocketlog_store::StoredMessage;
+use rocketlog_store::{Store, StoredMessage};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Action, Auth, Decision, ResourceKind, Rule, UserError};
 use crate::broker::Broker;
 use crate::config::FlushMode;
+use crate::consumption::QueueLag;
+use crate::metrics::StorageSize;
+use crate::nameserver_client::NameserverClient;
 use crate::replication::PromoteError;
 use crate::topics::{Permission, TopicConfig, TopicError, TopicMessageType};
+use crate::transaction::HALF_TOPIC;
 
 /// Default and largest number of messages one lookup returns.
 const DEFAULT_LOOKUP_MAX: usize = 32;
@@ -27,11 +31,35 @@ const LOOKUP_BODY_LIMIT: usize = 64 << 10;
 pub struct AdminApi {
     broker: Arc<Broker>,
     auth: Arc<Auth>,
+    /// Bytes of the store on disk, measured now and then (walking the directory).
+    storage_size: Arc<StorageSize>,
+    /// The nameservers, for the cluster overview.
+    nameservers: Option<NameserverClient>,
+}
+
+impl AdminApi {
+    /// The admin API over `broker` (served as gRPC by [`service`], called in-process by the
+    /// web console).
+    pub fn new(broker: Arc<Broker>, auth: Arc<Auth>) -> Self {
+        let storage_size = Arc::new(StorageSize::new(broker.config.store_dir()));
+        let nameservers = (!broker.config.nameserver_addresses.is_empty()).then(|| {
+            NameserverClient::new(
+                &broker.config.nameserver_addresses,
+                broker.config.auth.nameserver_credentials(),
+            )
+        });
+        AdminApi {
+            broker,
+            auth,
+            storage_size,
+            nameservers,
+        }
+    }
 }
 
 /// The admin gRPC service, ready to be routed.
 pub fn service(broker: Arc<Broker>, auth: Arc<Auth>) -> AdminServer<AdminApi> {
-    AdminServer::new(AdminApi { broker, auth })
+    AdminServer::new(AdminApi::new(broker, auth))
 }
 
 fn user_status(e: UserError) -> Status {
@@ -235,7 +263,207 @@ fn stored(m: StoredMessage, with_body: bool) -> pb::StoredMessage {
         properties: m.properties.into_iter().collect(),
         body,
         reconsume_times: m.reconsume_times,
+        ..Default::default()
     }
+}
+
+/// Messages stored in every queue of `topic`, from the store's queue list `queues`.
+fn stored_in(b: &Broker, queues: &HashMap<String, Vec<u32>>, topic: &str) -> u64 {
+    queues.get(topic).map_or(0, |ids| {
+        ids.iter()
+            .map(|q| {
+                let (min, max) = b.store.queue_range(topic, *q);
+                max.0.saturating_sub(min.0)
+            })
+            .fold(0u64, u64::saturating_add)
+    })
+}
+
+/// The store's queues by topic.
+fn queues_by_topic(b: &Broker) -> HashMap<String, Vec<u32>> {
+    let mut out: HashMap<String, Vec<u32>> = HashMap::new();
+    for (topic, q) in b.store.queues() {
+        out.entry(topic).or_default().push(q);
+    }
+    out
+}
+
+fn dlq_topic(group: &str) -> String {
+    format!("%DLQ%{group}")
+}
+
+/// Counters of every topic in `topics`, in that order.
+fn topic_stats(b: &Broker, topics: &[String]) -> Vec<pb::TopicStats> {
+    let queues = queues_by_topic(b);
+    // (acked, groups) per topic.
+    let mut consumed: HashMap<String, (u64, BTreeSet<String>)> = HashMap::new();
+    for (group, q) in b.consumption.describe_all() {
+        let e = consumed.entry(q.topic).or_default();
+        e.0 = e.0.saturating_add(q.committed_offset.0);
+        e.1.insert(group);
+    }
+    topics
+        .iter()
+        .map(|name| {
+            let ids = queues.get(name).map(Vec::as_slice).unwrap_or_default();
+            let (mut written, mut kept) = (0u64, 0u64);
+            for q in ids {
+                let (min, max) = b.store.queue_range(name, *q);
+                written = written.saturating_add(max.0);
+                kept = kept.saturating_add(max.0.saturating_sub(min.0));
+            }
+            let (acked, groups) = consumed.remove(name).unwrap_or_default();
+            pb::TopicStats {
+                name: name.clone(),
+                messages_in: written,
+                messages_stored: kept,
+                messages_acked: acked,
+                consumer_groups: u32::try_from(groups.len()).unwrap_or(u32::MAX),
+            }
+        })
+        .collect()
+}
+
+/// Every group with consumption state, summed over its queues.
+fn group_summaries(b: &Broker) -> Vec<pb::ConsumerGroupSummary> {
+    let queues = queues_by_topic(b);
+    let mut groups: Vec<pb::ConsumerGroupSummary> = Vec::new();
+    for (group, q) in b.consumption.describe_all() {
+        if groups.last().map(|g| g.group != group).unwrap_or(true) {
+            let dlq_messages = stored_in(b, &queues, &dlq_topic(&group));
+            groups.push(pb::ConsumerGroupSummary {
+                group,
+                dlq_messages,
+                ..Default::default()
+            });
+        }
+        let Some(g) = groups.last_mut() else { continue };
+        if g.topics.last() != Some(&q.topic) {
+            g.topics.push(q.topic.clone());
+        }
+        g.total_lag = g.total_lag.saturating_add(q.lag);
+        g.total_inflight = g
+            .total_inflight
+            .saturating_add(u64::try_from(q.in_flight).unwrap_or(u64::MAX));
+    }
+    groups
+}
+
+fn queue_lag(q: QueueLag) -> pb::QueueLag {
+    pb::QueueLag {
+        topic: q.topic,
+        queue_id: q.queue_id,
+        broker_offset: q.max_offset.0,
+        consumer_offset: q.committed_offset.0,
+        lag: q.lag,
+        inflight: u64::try_from(q.in_flight).unwrap_or(u64::MAX),
+    }
+}
+
+fn property<'a>(m: &'a pb::StoredMessage, key: &str) -> Option<&'a str> {
+    m.properties.get(key).map(String::as_str)
+}
+
+/// Adds to each found message how far each group got with it, and its delayed and
+/// transactional state, judged from the other records of the same message id found with it
+/// (a delayed message is a timer record and, once due, a delivered copy; a transactional one
+/// a half message and, once committed, a copy in its topic).
+fn annotate(b: &Broker, messages: &mut [pb::StoredMessage]) {
+    let delivered = |id: &str, all: &[pb::StoredMessage]| {
+        all.iter().any(|m| {
+            m.message_id == id && m.topic != crate::timer::TIMER_TOPIC && m.topic != HALF_TOPIC
+        })
+    };
+    let recalled = |id: &str, all: &[pb::StoredMessage]| {
+        all.iter()
+            .any(|m| m.message_id == id && property(m, crate::timer::RECALL_PROPERTY).is_some())
+    };
+    let half_of = |id: &str, all: &[pb::StoredMessage]| {
+        all.iter()
+            .find(|m| m.message_id == id && m.topic == HALF_TOPIC)
+            .map(|m| m.physical_offset)
+    };
+    let snapshot = messages.to_vec();
+    for m in messages.iter_mut() {
+        m.deliveries = b
+            .consumption
+            .delivery_states(&m.topic, m.queue_id, m.queue_offset)
+            .into_iter()
+            .map(|(group, state)| pb::GroupDelivery {
+                group,
+                state: state.as_str().to_owned(),
+            })
+            .collect();
+        if let Some(at) = property(m, crate::timer::DELIVER_MS_PROPERTY) {
+            m.deliver_at_ms = at.parse().unwrap_or(0);
+            m.delay_state = if recalled(&m.message_id, &snapshot) {
+                "recalled"
+            } else if m.topic != crate::timer::TIMER_TOPIC || delivered(&m.message_id, &snapshot) {
+                "delivered"
+            } else {
+                "scheduled"
+            }
+            .to_owned();
+        }
+        if let Some(half) = half_of(&m.message_id, &snapshot) {
+            m.transaction_state = if delivered(&m.message_id, &snapshot) {
+                "committed"
+            } else if b.transactions.is_open(half) {
+                "open"
+            } else {
+                "rolled_back"
+            }
+            .to_owned();
+        }
+    }
+}
+
+/// The messages of `topic` with `key`, including those the broker still holds under a system
+/// topic for it: a delayed message waiting in the timer's topic, a transactional message as
+/// its half message (open or rolled back, or committed: the half copy beside the delivered
+/// one tells the transaction's outcome). At most `max` distinct message ids, each with every
+/// copy stored under it.
+fn lookup_key(
+    store: &Store,
+    topic: &str,
+    key: &str,
+    max: usize,
+) -> Result<Vec<StoredMessage>, rocketlog_store::StoreError> {
+    let mut found = store.lookup_key(topic, key, max)?;
+    let held = |m: &StoredMessage| match m.topic.as_str() {
+        crate::timer::TIMER_TOPIC => crate::timer::real_topic(m) == Some(topic),
+        HALF_TOPIC => {
+            m.properties
+                .iter()
+                .find(|(k, _)| k == crate::transaction::HALF_REAL_TOPIC_PROPERTY)
+                .map(|(_, v)| v.as_str())
+                == Some(topic)
+        }
+        _ => false,
+    };
+    for system in [crate::timer::TIMER_TOPIC, HALF_TOPIC] {
+        found.extend(
+            store
+                .lookup_key(system, key, max)?
+                .into_iter()
+                .filter(|m| held(m)),
+        );
+    }
+    // Oldest first, then at most `max` message ids with all their copies.
+    found.sort_by_key(|m| m.physical_offset.0);
+    let mut ids: Vec<String> = Vec::new();
+    found.retain(|m| {
+        if ids.contains(&m.message_id) {
+            return true;
+        }
+        if ids.len() < max {
+            ids.push(m.message_id.clone());
+            true
+        } else {
+            false
+        }
+    });
+    Ok(found)
 }
 
 #[tonic::async_trait]
@@ -280,16 +508,125 @@ impl Admin for AdminApi {
 
     async fn list_topics(
         &self,
-        _request: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        Ok(Response::new(pb::ListTopicsResponse {
-            topics: self
-                .broker
-                .topics
-                .list()
-                .iter()
-                .map(|t| to_wire(t))
-                .collect(),
+        let mut topics: Vec<pb::TopicConfig> = self
+            .broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| to_wire(t))
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let stats = if request.into_inner().with_stats {
+            let b = Arc::clone(&self.broker);
+            let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+            tokio::task::spawn_blocking(move || topic_stats(&b, &names))
+                .await
+                .map_err(internal)?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::ListTopicsResponse { topics, stats }))
+    }
+
+    async fn list_consumer_groups(
+        &self,
+        _request: Request<pb::ListConsumerGroupsRequest>,
+    ) -> Result<Response<pb::ListConsumerGroupsResponse>, Status> {
+        let b = Arc::clone(&self.broker);
+        let groups = tokio::task::spawn_blocking(move || group_summaries(&b))
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListConsumerGroupsResponse { groups }))
+    }
+
+    async fn consumer_lag_history(
+        &self,
+        request: Request<pb::ConsumerLagHistoryRequest>,
+    ) -> Result<Response<pb::ConsumerLagHistoryResponse>, Status> {
+        let group = request.into_inner().group;
+        rocketlog_common::validate_group(&group)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let history = &self.broker.lag_history;
+        let series = history
+            .group(&group)
+            .into_iter()
+            .map(|s| pb::LagSeries {
+                topic: s.topic,
+                queue_id: s.queue_id,
+                points: s
+                    .points
+                    .into_iter()
+                    .map(|(time_ms, lag)| pb::LagPoint { time_ms, lag })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ConsumerLagHistoryResponse {
+            group,
+            interval_ms: u64::try_from(history.interval().as_millis()).unwrap_or(u64::MAX),
+            series,
+        }))
+    }
+
+    async fn cluster_overview(
+        &self,
+        _request: Request<pb::ClusterOverviewRequest>,
+    ) -> Result<Response<pb::ClusterOverviewResponse>, Status> {
+        let me = self
+            .broker_stats(Request::new(pb::BrokerStatsRequest {}))
+            .await?
+            .into_inner();
+        let mut nameservers = Vec::new();
+        // (broker name, id) -> the freshest registration any nameserver has.
+        let mut brokers: std::collections::BTreeMap<(String, u64), pb::ClusterBroker> =
+            Default::default();
+        if let Some(ns) = &self.nameservers {
+            for (address, answer) in ns.list_brokers().await {
+                match answer {
+                    Ok(list) => {
+                        nameservers.push(pb::NameserverStatus {
+                            address,
+                            reachable: true,
+                            error: String::new(),
+                        });
+                        for info in list {
+                            let key = (info.broker_name.clone(), info.broker_id);
+                            let fresher = brokers
+                                .get(&key)
+                                .is_none_or(|b| b.last_heartbeat_ms < info.last_heartbeat_ms);
+                            if fresher {
+                                let this_broker = info.cluster_name == me.cluster_name
+                                    && info.broker_name == me.broker_name
+                                    && info.broker_id == me.broker_id;
+                                brokers.insert(
+                                    key,
+                                    pb::ClusterBroker {
+                                        cluster_name: info.cluster_name,
+                                        broker_name: info.broker_name,
+                                        broker_id: info.broker_id,
+                                        client_address: info.client_address,
+                                        replication_address: info.ha_address,
+                                        last_heartbeat_ms: info.last_heartbeat_ms,
+                                        topic_count: info.topic_count,
+                                        this_broker,
+                                    },
+                                );
+                            }
+                        }
+                    }
+                    Err(error) => nameservers.push(pb::NameserverStatus {
+                        address,
+                        reachable: false,
+                        error,
+                    }),
+                }
+            }
+        }
+        Ok(Response::new(pb::ClusterOverviewResponse {
+            broker: Some(me),
+            nameservers,
+            brokers: brokers.into_values().collect(),
         }))
     }
 
@@ -305,20 +642,24 @@ impl Admin for AdminApi {
             .consumption
             .describe_group(&group)
             .into_iter()
-            .map(|q| pb::QueueLag {
-                topic: q.topic,
-                queue_id: q.queue_id,
-                broker_offset: q.max_offset.0,
-                consumer_offset: q.committed_offset.0,
-                lag: q.lag,
-                inflight: u64::try_from(q.in_flight).unwrap_or(u64::MAX),
-            })
+            .map(queue_lag)
             .collect();
         let total_lag = queues.iter().map(|q| q.lag).fold(0u64, u64::saturating_add);
+        let total_inflight = queues
+            .iter()
+            .map(|q| q.inflight)
+            .fold(0u64, u64::saturating_add);
+        let dlq_messages = stored_in(
+            &self.broker,
+            &queues_by_topic(&self.broker),
+            &dlq_topic(&group),
+        );
         Ok(Response::new(pb::DescribeConsumerGroupResponse {
             group,
             queues,
             total_lag,
+            total_inflight,
+            dlq_messages,
         }))
     }
 
@@ -345,7 +686,7 @@ impl Admin for AdminApi {
                 if k.key.is_empty() {
                     return Err(Status::invalid_argument("key is empty"));
                 }
-                tokio::task::spawn_blocking(move || store.lookup_key(&k.topic, &k.key, max)).await
+                tokio::task::spawn_blocking(move || lookup_key(&store, &k.topic, &k.key, max)).await
             }
             None => {
                 return Err(Status::invalid_argument(
@@ -355,19 +696,19 @@ impl Admin for AdminApi {
         }
         .map_err(internal)?
         .map_err(internal)?;
-        Ok(Response::new(pb::LookupMessageResponse {
-            messages: found
-                .into_iter()
-                .take(max)
-                .map(|m| stored(m, req.with_body))
-                .collect(),
-        }))
+        let mut messages: Vec<pb::StoredMessage> = found
+            .into_iter()
+            .map(|m| stored(m, req.with_body))
+            .collect();
+        annotate(&self.broker, &mut messages);
+        Ok(Response::new(pb::LookupMessageResponse { messages }))
     }
 
     async fn put_user(
         &self,
         request: Request<pb::PutUserRequest>,
     ) -> Result<Response<pb::PutUserResponse>, Status> {
+        self.master_only("users and access rules")?;
         let r = request.into_inner();
         let created = self
             .users(move |auth| {
@@ -384,6 +725,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        self.master_only("users and access rules")?;
         let key = request.into_inner().access_key;
         self.users(move |auth| auth.users().delete(&key)).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
@@ -411,6 +753,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::GrantRequest>,
     ) -> Result<Response<pb::GrantResponse>, Status> {
+        self.master_only("users and access rules")?;
         let r = request.into_inner();
         let rule = rule_from(r.rule)?;
         self.users(move |auth| auth.users().grant(&r.access_key, rule))
@@ -422,6 +765,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
+        self.master_only("users and access rules")?;
         let r = request.into_inner();
         let rule = rule_from(r.rule)?;
         let removed = self
@@ -452,6 +796,7 @@ impl Admin for AdminApi {
             // forced), and this broker takes the role on its next heartbeat.
             let client = crate::controller_agent::ControllerClient::new(
                 &self.broker.config.nameserver_addresses,
+                self.broker.config.auth.nameserver_credentials(),
             );
             let a = client
                 .elect(&rocketlog_proto::controller::v1::ElectRequest {
@@ -517,6 +862,12 @@ impl Admin for AdminApi {
         let b = &self.broker;
         let topics = b.topics.list();
         let (min, max) = b.store.log_range();
+        let (disk, store_size_bytes) = {
+            let (store, size) = (b.store.clone(), Arc::clone(&self.storage_size));
+            tokio::task::spawn_blocking(move || (store.disk_space(), size.get()))
+                .await
+                .map_err(internal)?
+        };
         Ok(Response::new(pb::BrokerStatsResponse {
             cluster_name: b.config.cluster_name.clone(),
             broker_name: b.config.broker_name.clone(),
@@ -571,6 +922,11 @@ impl Admin for AdminApi {
             }
             .to_owned(),
             epoch: b.role.epoch(),
+            disk_total_bytes: disk.map_or(0, |(used, free)| used.saturating_add(free)),
+            disk_free_bytes: disk.map_or(0, |(_, free)| free),
+            store_size_bytes,
+            draining: b.role.is_draining(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 }

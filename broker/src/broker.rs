@@ -88,6 +88,8 @@ pub struct Broker {
     pub started: Instant,
     /// Prometheus metrics (disabled unless `metrics_listen` is set).
     pub metrics: Metrics,
+    /// Consumer lag over time, for the console (sampled only while the console is served).
+    pub lag_history: Arc<crate::console::history::LagHistory>,
     next_queue: AtomicU32,
 }
 
@@ -106,6 +108,10 @@ impl Broker {
         role: Arc<GroupRole>,
         shutdown: CancellationToken,
     ) -> Self {
+        let lag_history = Arc::new(crate::console::history::LagHistory::new(
+            std::time::Duration::from_millis(config.console.lag_sample_interval_ms),
+            std::time::Duration::from_millis(config.console.lag_history_ms),
+        ));
         Broker {
             config,
             store,
@@ -121,6 +127,7 @@ impl Broker {
             shutdown,
             started: Instant::now(),
             metrics: Metrics::disabled(),
+            lag_history,
             next_queue: AtomicU32::new(0),
         }
     }

@@ -177,6 +177,8 @@ pub struct BrokerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Authentication (signed requests) and access rules of the client port.
     pub auth: crate::auth::AuthSettings,
+    /// The web console on the `metrics_listen` port.
+    pub console: crate::console::settings::ConsoleSettings,
 }
 
 impl Default for BrokerConfig {
@@ -207,6 +209,7 @@ impl Default for BrokerConfig {
             replication: Default::default(),
             metrics_listen: None,
             auth: Default::default(),
+            console: Default::default(),
         }
     }
 }
@@ -292,6 +295,16 @@ impl BrokerConfig {
             _ => {}
         }
         self.validate_receive()?;
+        let c = &self.console;
+        if c.lag_sample_interval_ms == 0 {
+            return Err(invalid("console.lag_sample_interval_ms", "must be above 0"));
+        }
+        if c.lag_history_ms < c.lag_sample_interval_ms {
+            return Err(invalid(
+                "console.lag_history_ms",
+                "is below console.lag_sample_interval_ms",
+            ));
+        }
         if self.heartbeat_interval_ms == 0 {
             return Err(invalid("heartbeat_interval_ms", "must be positive"));
         }

@@ -8,6 +8,7 @@
 //! compares its log with the new master's, cuts what the new master never had (records no
 //! producer was told were stored) and follows.
 
+use rocketlog_transport::signature::{Credentials, SigningInterceptor};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,15 +44,18 @@ pub struct ControllerClient {
     addresses: Vec<String>,
     channels: Mutex<HashMap<String, Channel>>,
     leader: Mutex<Option<String>>,
+    signer: SigningInterceptor,
 }
 
 impl ControllerClient {
-    /// A client of the controller members at `addresses` (the nameservers).
-    pub fn new(addresses: &[String]) -> Self {
+    /// A client of the controller members at `addresses` (the nameservers), signing its calls
+    /// with `credentials` (`[broker.auth] nameserver_access_key`).
+    pub fn new(addresses: &[String], credentials: Option<Credentials>) -> Self {
         ControllerClient {
             addresses: addresses.to_vec(),
             channels: Mutex::new(HashMap::new()),
             leader: Mutex::new(None),
+            signer: SigningInterceptor::new(credentials),
         }
     }
 
@@ -92,7 +96,10 @@ impl ControllerClient {
             let channel = self
                 .channel(&address)
                 .map_err(tonic::Status::invalid_argument)?;
-            match GrpcClient::new(channel).elect(req.clone()).await {
+            match GrpcClient::with_interceptor(channel, self.signer.clone())
+                .elect(req.clone())
+                .await
+            {
                 Ok(r) => return Ok(r.into_inner().assignment.unwrap_or_default()),
                 Err(status) if status.code() == tonic::Code::Unavailable => {
                     if let Some(hint) = self.hint(&status) {
@@ -119,7 +126,8 @@ impl ControllerClient {
                 continue;
             }
             tried.push(address.clone());
-            let mut client = GrpcClient::new(self.channel(&address)?);
+            let mut client =
+                GrpcClient::with_interceptor(self.channel(&address)?, self.signer.clone());
             match client.heartbeat(hb.clone()).await {
                 Ok(r) => {
                     *self.leader.lock() = Some(address);
@@ -170,6 +178,7 @@ impl Agent {
     /// An agent for a new incarnation of this broker.
     pub fn new(
         nameservers: &[String],
+        credentials: Option<Credentials>,
         cluster_name: &str,
         broker_name: &str,
         broker_id: u64,
@@ -177,7 +186,7 @@ impl Agent {
         client_address: String,
     ) -> Self {
         Agent {
-            client: ControllerClient::new(nameservers),
+            client: ControllerClient::new(nameservers, credentials),
             cluster_name: cluster_name.to_owned(),
             broker_name: broker_name.to_owned(),
             broker_id,

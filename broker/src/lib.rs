@@ -15,6 +15,7 @@ pub mod auth;
 pub mod broker;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod consumption;
 pub mod controller_agent;
 pub mod error;

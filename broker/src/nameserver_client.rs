@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use rocketlog_proto::nameserver::v1 as ns;
 use rocketlog_proto::nameserver::v1::name_server_client::NameServerClient;
+use rocketlog_transport::signature::{Credentials, SigningInterceptor};
+use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::topics::{Permission, TopicConfig, TopicMessageType};
@@ -64,11 +66,15 @@ pub enum NameserverError {
 pub struct NameserverClient {
     servers: Arc<Vec<(String, Result<Channel, String>)>>,
     next: Arc<AtomicUsize>,
+    signer: SigningInterceptor,
 }
 
+type Client = NameServerClient<InterceptedService<Channel, SigningInterceptor>>;
+
 impl NameserverClient {
-    /// Clients for `addresses` (`host:port`); connections are made on first use.
-    pub fn new(addresses: &[String]) -> Self {
+    /// Clients for `addresses` (`host:port`), signing their calls with `credentials`
+    /// (`[broker.auth] nameserver_access_key`); connections are made on first use.
+    pub fn new(addresses: &[String], credentials: Option<Credentials>) -> Self {
         let servers = addresses
             .iter()
             .map(|a| {
@@ -85,13 +91,17 @@ impl NameserverClient {
         NameserverClient {
             servers: Arc::new(servers),
             next: Arc::new(AtomicUsize::new(0)),
+            signer: SigningInterceptor::new(credentials),
         }
     }
 
-    fn client(&self, index: usize) -> Result<(String, NameServerClient<Channel>), NameserverError> {
+    fn client(&self, index: usize) -> Result<(String, Client), NameserverError> {
         let (address, channel) = &self.servers[index];
         match channel {
-            Ok(c) => Ok((address.clone(), NameServerClient::new(c.clone()))),
+            Ok(c) => Ok((
+                address.clone(),
+                NameServerClient::with_interceptor(c.clone(), self.signer.clone()),
+            )),
             Err(reason) => Err(NameserverError::Address {
                 address: address.clone(),
                 reason: reason.clone(),
@@ -157,6 +167,24 @@ impl NameserverClient {
             }
         }
         ok
+    }
+
+    /// Every nameserver's address with the brokers it has registered, or why it could not
+    /// be asked; in configuration order.
+    pub async fn list_brokers(&self) -> Vec<(String, Result<Vec<ns::BrokerInfo>, String>)> {
+        let calls = (0..self.servers.len()).map(|i| async move {
+            let address = self.servers[i].0.clone();
+            let answer = match self.client(i) {
+                Ok((_, mut client)) => client
+                    .list_brokers(ns::ListBrokersRequest {})
+                    .await
+                    .map(|r| r.into_inner().brokers)
+                    .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
+                Err(e) => Err(e.to_string()),
+            };
+            (address, answer)
+        });
+        futures::future::join_all(calls).await
     }
 
     /// Tells every nameserver this broker is leaving (best effort).

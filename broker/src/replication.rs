@@ -239,6 +239,8 @@ pub struct GroupState {
     pub topics: Arc<TopicManager>,
     pub consumption: Consumption,
     pub timer: Arc<Timer>,
+    /// Users and access rules (`[broker.auth]`).
+    pub users: Arc<crate::auth::UserStore>,
     /// On a slave: the consumption state's version right after the last install (0, the
     /// version at open, before any), so that changes its own consumers made since are known.
     pub installed_version: Arc<std::sync::atomic::AtomicU64>,
@@ -248,12 +250,18 @@ pub struct GroupState {
 }
 
 impl GroupState {
-    pub fn new(topics: Arc<TopicManager>, consumption: Consumption, timer: Arc<Timer>) -> Self {
+    pub fn new(
+        topics: Arc<TopicManager>,
+        consumption: Consumption,
+        timer: Arc<Timer>,
+        users: Arc<crate::auth::UserStore>,
+    ) -> Self {
         let installed = consumption.state_version();
         GroupState {
             topics,
             consumption,
             timer,
+            users,
             installed_version: Arc::new(std::sync::atomic::AtomicU64::new(installed)),
             accepting: Arc::new(parking_lot::Mutex::new(true)),
         }
@@ -273,6 +281,7 @@ impl GroupStateSource for GroupState {
             .state_version()
             .wrapping_add(self.topics.version())
             .wrapping_add(self.timer.progress().fired)
+            .wrapping_add(self.users.version())
     }
 
     fn snapshot(&self) -> Result<pb::GroupState, String> {
@@ -285,6 +294,7 @@ impl GroupStateSource for GroupState {
             timer_cursor_ms: timer.cursor_ms,
             timer_scanned_offset: timer.scanned_offset,
             log_offset: 0,
+            users: self.users.export(),
         })
     }
 
@@ -307,6 +317,11 @@ impl GroupStateSink for GroupState {
         self.consumption
             .install_state(&state.consumption)
             .map_err(|e| format!("the master's consumption state: {e}"))?;
+        if !state.users.is_empty() {
+            self.users
+                .install(&state.users)
+                .map_err(|e| format!("the master's users: {e}"))?;
+        }
         self.installed_version.store(
             self.consumption.state_version(),
             std::sync::atomic::Ordering::Release,

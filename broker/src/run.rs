@@ -198,6 +198,7 @@ async fn incarnation(
             .unwrap_or_default();
         let agent = Arc::new(Agent::new(
             &config.nameserver_addresses,
+            config.auth.nameserver_credentials(),
             &config.cluster_name,
             &config.broker_name,
             config.broker_id,
@@ -399,11 +400,21 @@ async fn serve(
         },
         None => config.identity(),
     };
+    // Before the role: a slave installs its master's users into them.
+    let auth = Arc::new(
+        crate::auth::Auth::open(&config.auth, &config.config_dir())
+            .map_err(|e| BrokerError::Auth(e.to_string()))?,
+    );
     let role = match GroupRole::start(
         &identity,
         &config.replication,
         &store,
-        GroupState::new(Arc::clone(&topics), consumption.clone(), Arc::clone(&timer)),
+        GroupState::new(
+            Arc::clone(&topics),
+            consumption.clone(),
+            Arc::clone(&timer),
+            auth.shared_users(),
+        ),
         endpoint.address(),
         stop_replication.clone(),
     )
@@ -419,8 +430,12 @@ async fn serve(
             .zip(config.tls_key_path.as_deref()),
         std::slice::from_ref(&endpoint.host),
     )?;
-    let nameservers = (!config.nameserver_addresses.is_empty())
-        .then(|| NameserverClient::new(&config.nameserver_addresses));
+    let nameservers = (!config.nameserver_addresses.is_empty()).then(|| {
+        NameserverClient::new(
+            &config.nameserver_addresses,
+            config.auth.nameserver_credentials(),
+        )
+    });
     let routes = RouteTable::new(
         &config.broker_name,
         nameservers.clone(),
@@ -455,10 +470,6 @@ async fn serve(
 
     let mut tasks = JoinSet::new();
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let (metrics, stop) = (broker.metrics.clone(), token.clone());
-    tasks.spawn(async move {
-        crate::metrics::serve(&metrics, metrics_listener, stop.cancelled()).await
-    });
     tasks.spawn(renew_loop(Arc::clone(&broker)));
     tasks.spawn(crate::transaction::checker::run(Arc::clone(&broker)));
     if let Some(ns) = nameservers {
@@ -492,10 +503,6 @@ async fn serve(
         .register_encoded_file_descriptor_set(rocketlog_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| BrokerError::Reflection(e.to_string()))?;
-    let auth = Arc::new(
-        crate::auth::Auth::open(&broker.config.auth, &broker.config.config_dir())
-            .map_err(|e| BrokerError::Auth(e.to_string()))?,
-    );
     // A slave passing calls on to its master leaves the checks to the master.
     let messaging = crate::forward::Forwarding::new(
         Gate::new(
@@ -507,6 +514,20 @@ async fn serve(
         ),
         Arc::clone(&broker.role),
     );
+    // The HTTP port: metrics at /metrics and the web console.
+    let console = (broker.config.console.enabled && metrics_listener.is_some()).then(|| {
+        tasks.spawn(crate::console::sample_lag(Arc::clone(&broker)));
+        Arc::new(crate::console::Console::new(
+            Arc::clone(&broker),
+            Arc::clone(&auth),
+        )) as Arc<dyn rocketlog_transport::HttpPages>
+    });
+    {
+        let (metrics, stop) = (broker.metrics.clone(), token.clone());
+        tasks.spawn(async move {
+            crate::metrics::serve(&metrics, console, metrics_listener, stop.cancelled()).await
+        });
+    }
     let admin = Gate::new(
         crate::admin::service(Arc::clone(&broker), Arc::clone(&auth)),
         auth,

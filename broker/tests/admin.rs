@@ -56,7 +56,7 @@ async fn topics_lag_lookup_reset_and_stats() {
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     let list = admin
-        .list_topics(pb::ListTopicsRequest {})
+        .list_topics(pb::ListTopicsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -138,6 +138,59 @@ async fn topics_lag_lookup_reset_and_stats() {
     assert_eq!(lag.total_lag, 1);
     let q = lag.queues.iter().find(|q| q.topic == "AdminFifo").unwrap();
     assert_eq!((q.broker_offset, q.consumer_offset), (2, 1));
+    assert_eq!((lag.total_inflight, lag.dlq_messages), (0, 0));
+
+    // The views the console reads: per-topic counters, groups, how far a message got.
+    let listed = admin
+        .list_topics(pb::ListTopicsRequest { with_stats: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.stats.len(), listed.topics.len());
+    let at = listed
+        .topics
+        .iter()
+        .position(|t| t.name == "AdminFifo")
+        .unwrap();
+    let s = &listed.stats[at];
+    assert_eq!(s.name, "AdminFifo");
+    assert_eq!(
+        (
+            s.messages_in,
+            s.messages_stored,
+            s.messages_acked,
+            s.consumer_groups
+        ),
+        (2, 2, 1, 1)
+    );
+    let groups = admin
+        .list_consumer_groups(pb::ListConsumerGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    let g = groups.iter().find(|g| g.group == "g-admin").unwrap();
+    assert_eq!(
+        (g.topics.clone(), g.total_lag),
+        (vec!["AdminFifo".to_owned()], 1)
+    );
+    let by_id = admin
+        .lookup_message(pb::LookupMessageRequest {
+            by: Some(pb::lookup_message_request::By::MessageId(id.clone())),
+            max: 0,
+            with_body: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deliveries = &by_id.messages[0].deliveries;
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(
+        (deliveries[0].group.as_str(), deliveries[0].state.as_str()),
+        ("g-admin", "acked")
+    );
+    assert_eq!(by_id.messages[0].delay_state, "");
+    assert_eq!(by_id.messages[0].transaction_state, "");
 
     // Reset to the beginning: everything is due again.
     let reset = admin
@@ -169,6 +222,15 @@ async fn topics_lag_lookup_reset_and_stats() {
     assert_eq!(stats.flush_mode, "sync");
     assert!(stats.topic_count >= 1);
     assert!(stats.max_log_offset > 0);
+    assert!(stats.disk_total_bytes >= stats.disk_free_bytes && stats.disk_free_bytes > 0);
+    assert!(stats.store_size_bytes > 0);
+    assert!(!stats.draining);
+    let cluster = admin
+        .cluster_overview(pb::ClusterOverviewRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cluster.broker.unwrap().broker_name, "broker-a");
 
     // Delete: gone from the table and the route.
     admin
@@ -237,5 +299,103 @@ async fn health_and_reflection_share_the_port() {
         "{names:?}"
     );
     assert!(names.contains(&"rocketlog.admin.v1.Admin"), "{names:?}");
+    broker.stop().await;
+}
+
+/// `LookupMessage` of `id`, every record of it, with the state the admin API adds.
+async fn lookup(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    id: &str,
+) -> Vec<pb::StoredMessage> {
+    admin
+        .lookup_message(pb::LookupMessageRequest {
+            by: Some(pb::lookup_message_request::By::MessageId(id.to_owned())),
+            max: 0,
+            with_body: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+}
+
+#[tokio::test]
+async fn lookups_tell_delayed_and_transactional_state() {
+    let broker = TestBroker::start(|_| {}).await;
+    let mut admin = AdminClient::new(plain_channel(broker.addr).await);
+    let mut client = broker.client().await;
+    for (name, kind) in [
+        ("AdminDelay", pb::MessageType::Delay),
+        ("AdminTx", pb::MessageType::Transaction),
+    ] {
+        admin
+            .create_or_update_topic(pb::CreateOrUpdateTopicRequest {
+                topic: Some(pb::TopicConfig {
+                    name: name.into(),
+                    queue_nums: 1,
+                    perm: pb::Permission::ReadWrite as i32,
+                    message_types: vec![kind as i32],
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
+    // Due in an hour: held by the timer.
+    let mut m = message("AdminDelay", b"later", None, &[], None);
+    let at = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let at_s = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let props = m.system_properties.as_mut().unwrap();
+    props.message_type = v2::MessageType::Delay as i32;
+    props.delivery_timestamp = Some(prost_types::Timestamp {
+        seconds: at_s,
+        nanos: 0,
+    });
+    let id = props.message_id.clone();
+    assert_eq!(code(&send(&mut client, m).await.status), v2::Code::Ok);
+    let found = lookup(&mut admin, &id).await;
+    assert!(!found.is_empty());
+    for f in &found {
+        assert_eq!(f.delay_state, "scheduled", "{f:?}");
+        assert_eq!(f.deliver_at_ms, at_s * 1000);
+    }
+
+    // A transaction: open, then committed (the half message and its copy in the topic).
+    let mut m = message("AdminTx", b"tx", None, &[], None);
+    let props = m.system_properties.as_mut().unwrap();
+    props.message_type = v2::MessageType::Transaction as i32;
+    let id = props.message_id.clone();
+    let sent = send(&mut client, m).await;
+    assert_eq!(code(&sent.status), v2::Code::Ok);
+    let tx = sent.entries[0].transaction_id.clone();
+    let states = |found: &[pb::StoredMessage]| {
+        found
+            .iter()
+            .map(|f| f.transaction_state.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(states(&lookup(&mut admin, &id).await), vec!["open"]);
+    let ended = client
+        .end_transaction(req(v2::EndTransactionRequest {
+            topic: resource("AdminTx"),
+            message_id: id.clone(),
+            transaction_id: tx,
+            resolution: v2::TransactionResolution::Commit as i32,
+            source: v2::TransactionSource::SourceClient as i32,
+            trace_context: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&ended.status), v2::Code::Ok);
+    let mut after = Vec::new();
+    poll(|| {
+        let mut a = admin.clone();
+        let id = id.clone();
+        async move { lookup(&mut a, &id).await.len() == 2 }
+    })
+    .await;
+    after.extend(lookup(&mut admin, &id).await);
+    assert_eq!(states(&after), vec!["committed", "committed"]);
     broker.stop().await;
 }

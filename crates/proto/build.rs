@@ -25,6 +25,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
+    // The admin API in the proto3 JSON mapping too: the web console calls it over HTTP.
+    pbjson_build::Builder::new()
+        .register_descriptors(&prost::Message::encode_to_vec(&fds))?
+        .out_dir(&out)
+        .build(&[".rocketlog.admin.v1"])?;
+
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use rocketlog_controller::raft::ControllerNode;
 use rocketlog_proto::controller::v1::controller_server::ControllerServer;
 use rocketlog_proto::nameserver::v1::name_server_server::NameServerServer;
+use rocketlog_transport::signature::{Credentials, RequireSignature};
 use rocketlog_transport::{ConnectionSettings, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -50,6 +51,82 @@ pub struct NameserverConfig {
     /// Where Prometheus scrapes the nameserver's metrics (`GET /metrics`, plain HTTP). Unset:
     /// no metrics port.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Who may call the nameserver (brokers, tools, the other controller members).
+    pub auth: NameserverAuth,
+}
+
+/// `[nameserver.auth]`: with `enabled`, every call but health checks must be signed
+/// (`MQv2-HMAC-SHA1`, as the broker checks its clients) with this access key and secret key,
+/// which the brokers (`[broker.auth] nameserver_access_key`), `rocketlog admin --controller`
+/// and the other controller members present.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NameserverAuth {
+    /// Refuse unsigned calls (default false).
+    pub enabled: bool,
+    /// The access key callers sign with.
+    pub access_key: Option<String>,
+    /// Its secret key (set it through the environment, e.g.
+    /// `ROCKETLOG_NAMESERVER__AUTH__SECRET_KEY`, rather than in a file).
+    pub secret_key: Option<String>,
+    /// Largest difference between a call's `x-mq-date-time` and the nameserver's clock, ms
+    /// (default 900 000 = 15 min). 0 turns the check off.
+    pub max_clock_skew_ms: u64,
+}
+
+impl Default for NameserverAuth {
+    fn default() -> Self {
+        NameserverAuth {
+            enabled: false,
+            access_key: None,
+            secret_key: None,
+            max_clock_skew_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
+impl std::fmt::Debug for NameserverAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log.
+        f.debug_struct("NameserverAuth")
+            .field("enabled", &self.enabled)
+            .field("access_key", &self.access_key)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NameserverAuth {
+    /// The credentials calls must be signed with, when authentication is on.
+    pub fn credentials(&self) -> Option<Credentials> {
+        match (self.enabled, &self.access_key, &self.secret_key) {
+            (true, Some(ak), Some(sk)) => Some(Credentials {
+                access_key: ak.clone(),
+                secret_key: sk.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn invalid(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+        match (&self.access_key, &self.secret_key) {
+            (Some(ak), Some(sk)) if printable(ak) && printable(sk) && sk.len() >= 8 => None,
+            (Some(_), Some(_)) => Some(
+                "auth.access_key and auth.secret_key must be printable ASCII without spaces, \
+                 the secret at least 8 characters"
+                    .into(),
+            ),
+            _ => Some("auth.enabled needs auth.access_key and auth.secret_key".into()),
+        }
+    }
+
+    fn max_skew(&self) -> Option<Duration> {
+        (self.max_clock_skew_ms > 0).then(|| Duration::from_millis(self.max_clock_skew_ms))
+    }
 }
 
 impl Default for NameserverConfig {
@@ -61,6 +138,7 @@ impl Default for NameserverConfig {
             connections: ConnectionSettings::default(),
             controller: controller::ControllerConfig::default(),
             metrics_listen: None,
+            auth: NameserverAuth::default(),
         }
     }
 }
@@ -95,6 +173,9 @@ impl NameserverConfig {
             return Err(NameserverError::Config(format!("{field} {reason}")));
         }
         if let Some(e) = self.controller.invalid() {
+            return Err(NameserverError::Config(e));
+        }
+        if let Some(e) = self.auth.invalid() {
             return Err(NameserverError::Config(e));
         }
         Ok(())
@@ -160,18 +241,38 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "nameserver serving");
     }
-    let mut routes = Routes::new(health).add_service(NameServerServer::new(service));
+    // Health checks stay open for probes; every other service checks signatures when auth is on.
+    let (signed_by, skew) = (config.auth.credentials(), config.auth.max_skew());
+    let mut routes = Routes::new(health);
+    routes = match &signed_by {
+        Some(c) => routes.add_service(RequireSignature::new(
+            NameServerServer::new(service),
+            c.clone(),
+            skew,
+        )),
+        None => routes.add_service(NameServerServer::new(service)),
+    };
     let controller = if config.controller.enabled {
-        let settings = config.controller.raft().map_err(NameserverError::Config)?;
+        let mut settings = config.controller.raft().map_err(NameserverError::Config)?;
+        settings.credentials = signed_by.clone();
         let node = ControllerNode::start(settings)
             .await
             .map_err(|e| NameserverError::Controller(e.to_string()))?;
         let node = Arc::new(node);
         let service =
             controller::ControllerService::new(Arc::clone(&node), config.controller.election());
-        routes = routes
-            .add_service(node.raft_service())
-            .add_service(ControllerServer::new(service.clone()));
+        routes = match &signed_by {
+            Some(c) => routes
+                .add_service(RequireSignature::new(node.raft_service(), c.clone(), skew))
+                .add_service(RequireSignature::new(
+                    ControllerServer::new(service.clone()),
+                    c.clone(),
+                    skew,
+                )),
+            None => routes
+                .add_service(node.raft_service())
+                .add_service(ControllerServer::new(service.clone())),
+        };
         tracing::info!(
             node = config.controller.node_id,
             peers = ?config.controller.peers,

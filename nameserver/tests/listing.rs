@@ -70,7 +70,7 @@ async fn hints_listing_unregister_and_health() -> anyhow::Result<()> {
         .await?;
 
     let topics = client
-        .list_topics(pb::ListTopicsRequest {})
+        .list_topics(pb::ListTopicsRequest::default())
         .await?
         .into_inner()
         .topics;

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use http_body::Frame;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use prost::Message as _;
 use rocketlog_proto::v2;
 use tonic::body::Body;
@@ -114,9 +114,15 @@ where
             let bytes = match Limited::new(body, max.saturating_add(5)).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => {
-                    let denied = Denied::Unauthenticated(format!(
-                        "the request could not be read for authorization: {e}"
-                    ));
+                    let denied = if e.downcast_ref::<LengthLimitError>().is_some() {
+                        Denied::TooLarge(format!(
+                            "the request is larger than the {max} bytes the broker accepts"
+                        ))
+                    } else {
+                        Denied::BadRequest(format!(
+                            "the request could not be read for authorization: {e}"
+                        ))
+                    };
                     return Ok(refusal(&path, &denied));
                 }
             };
@@ -146,7 +152,7 @@ fn authorize(
 ) -> Result<(), Denied> {
     let message = grpc_message(body)?;
     let needs = needs_of(message).map_err(|e| {
-        Denied::Forbidden(format!(
+        Denied::BadRequest(format!(
             "the request could not be decoded for authorization: {e}"
         ))
     })?;
@@ -174,7 +180,7 @@ fn authorize(
 
 /// The one message of a unary request body (5-byte gRPC frame header, then the message).
 fn grpc_message(body: &Bytes) -> Result<&[u8], Denied> {
-    let unreadable = |why: &str| Denied::Forbidden(format!("the request {why}"));
+    let unreadable = |why: &str| Denied::BadRequest(format!("the request {why}"));
     let mut header = body
         .get(..5)
         .ok_or_else(|| unreadable("is not a gRPC message"))?;
@@ -339,6 +345,8 @@ fn refusal(path: &str, denied: &Denied) -> http::Response<Body> {
         match denied {
             Denied::Unauthenticated(m) => tonic::Status::unauthenticated(m.clone()),
             Denied::Forbidden(m) => tonic::Status::permission_denied(m.clone()),
+            Denied::BadRequest(m) => tonic::Status::invalid_argument(m.clone()),
+            Denied::TooLarge(m) => tonic::Status::resource_exhausted(m.clone()),
         }
         .into_http()
     }
@@ -351,6 +359,8 @@ fn in_band(denied: &Denied) -> http::Response<Body> {
     let code = match denied {
         Denied::Unauthenticated(_) => v2::Code::Unauthorized,
         Denied::Forbidden(_) => v2::Code::Forbidden,
+        Denied::BadRequest(_) => v2::Code::BadRequest,
+        Denied::TooLarge(_) => v2::Code::PayloadTooLarge,
     };
     let message = v2::HeartbeatResponse {
         status: Some(v2::Status {
@@ -488,12 +498,21 @@ mod tests {
     fn compressed_or_cut_frames_are_refused() {
         let mut compressed = BytesMut::from(&frame(&v2::GetOffsetRequest::default())[..]);
         compressed[0] = 1;
-        assert!(grpc_message(&compressed.freeze()).is_err());
+        assert!(matches!(
+            grpc_message(&compressed.freeze()),
+            Err(Denied::BadRequest(_))
+        ));
         let cut = frame(&v2::AckMessageRequest {
             group: resource("group"),
             ..Default::default()
         });
         assert!(grpc_message(&cut.slice(..cut.len() - 1)).is_err());
         assert!(grpc_message(&Bytes::from_static(b"\0\0")).is_err());
+        // Answered in band as a bad request, not as an authentication failure.
+        let refused = refusal(
+            "/apache.rocketmq.v2.MessagingService/AckMessage",
+            &Denied::TooLarge("big".into()),
+        );
+        assert_eq!(refused.status(), http::StatusCode::OK);
     }
 }

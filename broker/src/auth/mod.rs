@@ -23,6 +23,24 @@ pub struct AuthSettings {
     /// The secret key of `init_access_key` (set it through the environment, e.g.
     /// `ROCKETLOG_BROKER__AUTH__INIT_SECRET_KEY`, rather than in a file).
     pub init_secret_key: Option<String>,
+    /// The access key this broker signs its calls to the nameservers with (their
+    /// `[nameserver.auth]`); unset: unsigned. Independent of `enabled`.
+    pub nameserver_access_key: Option<String>,
+    /// Its secret key (`ROCKETLOG_BROKER__AUTH__NAMESERVER_SECRET_KEY`).
+    pub nameserver_secret_key: Option<String>,
+}
+
+impl AuthSettings {
+    /// What the broker signs its nameserver calls with.
+    pub fn nameserver_credentials(&self) -> Option<rocketlog_transport::signature::Credentials> {
+        match (&self.nameserver_access_key, &self.nameserver_secret_key) {
+            (Some(ak), Some(sk)) => Some(rocketlog_transport::signature::Credentials {
+                access_key: ak.clone(),
+                secret_key: sk.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Default for AuthSettings {
@@ -32,12 +50,14 @@ impl Default for AuthSettings {
             max_clock_skew_ms: 15 * 60 * 1000,
             init_access_key: None,
             init_secret_key: None,
+            nameserver_access_key: None,
+            nameserver_secret_key: None,
         }
     }
 }
 
 pub mod layer;
-pub mod signature;
+pub use rocketlog_transport::signature;
 pub mod users;
 
 use std::path::Path;
@@ -60,12 +80,19 @@ pub enum Denied {
     Unauthenticated(String),
     /// The user may not do this (`FORBIDDEN`).
     Forbidden(String),
+    /// The request could not be read to find what it touches (`BAD_REQUEST`).
+    BadRequest(String),
+    /// The request is larger than any the broker accepts (`PAYLOAD_TOO_LARGE`).
+    TooLarge(String),
 }
 
 impl Denied {
     pub fn message(&self) -> &str {
         match self {
-            Denied::Unauthenticated(m) | Denied::Forbidden(m) => m,
+            Denied::Unauthenticated(m)
+            | Denied::Forbidden(m)
+            | Denied::BadRequest(m)
+            | Denied::TooLarge(m) => m,
         }
     }
 }
@@ -75,7 +102,7 @@ impl Denied {
 pub struct Auth {
     enabled: bool,
     max_skew: Option<Duration>,
-    users: UserStore,
+    users: Arc<UserStore>,
 }
 
 impl Auth {
@@ -99,7 +126,7 @@ impl Auth {
             enabled: settings.enabled,
             max_skew: (settings.max_clock_skew_ms > 0)
                 .then(|| Duration::from_millis(settings.max_clock_skew_ms)),
-            users,
+            users: Arc::new(users),
         })
     }
 
@@ -111,6 +138,11 @@ impl Auth {
     /// The users (managed through the admin API).
     pub fn users(&self) -> &UserStore {
         &self.users
+    }
+
+    /// The users, shared (a slave installs its master's into them).
+    pub fn shared_users(&self) -> Arc<UserStore> {
+        Arc::clone(&self.users)
     }
 
     /// The user who signed a request with `headers`, received at `now`.
@@ -172,6 +204,34 @@ impl Auth {
                     max.as_secs()
                 ));
             }
+        }
+        Ok(user)
+    }
+
+    /// The user with `access_key` if `secret_key` is its secret (compared in constant time):
+    /// how the web console signs in. The error says which check failed.
+    pub fn check_secret(&self, access_key: &str, secret_key: &str) -> Result<Arc<User>, String> {
+        let Some(user) = self.users.get(access_key) else {
+            return Err(format!(
+                "unknown access key {:?}",
+                access_key.chars().take(64).collect::<String>()
+            ));
+        };
+        // Both secrets keyed into the same MAC: equal tags iff equal secrets, and the
+        // comparison of the tags takes the same time wherever they differ.
+        const PROBE: &str = "rocketlog-console-sign-in";
+        let Ok(mut mac) =
+            <hmac::Hmac<sha1::Sha1> as hmac::Mac>::new_from_slice(secret_key.as_bytes())
+        else {
+            return Err("the secret key is not usable".into());
+        };
+        hmac::Mac::update(&mut mac, PROBE.as_bytes());
+        let tag = hmac::Mac::finalize(mac).into_bytes();
+        if !signature::verify(user.secret_key.as_bytes(), PROBE, &tag) {
+            return Err(format!(
+                "wrong secret key for access key {:?}",
+                user.access_key
+            ));
         }
         Ok(user)
     }

@@ -273,6 +273,8 @@ pub struct UserStore {
     users: RwLock<Arc<BTreeMap<String, Arc<User>>>>,
     /// Serializes changes, so each one reads the state the previous one wrote.
     writing: Mutex<()>,
+    /// Bumped by every change (a master ships the users to its slaves when it moved).
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl UserStore {
@@ -305,6 +307,51 @@ impl UserStore {
             path,
             users: RwLock::new(Arc::new(users)),
             writing: Mutex::new(()),
+            version: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Counts changes since the store opened.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Every user with its secret and rules, encoded for a slave's [`UserStore::install`].
+    pub fn export(&self) -> Vec<u8> {
+        let file = UserFile {
+            version: FORMAT_VERSION,
+            users: self.users.read().values().map(|u| (**u).clone()).collect(),
+        };
+        serde_json::to_vec(&file).unwrap_or_default()
+    }
+
+    /// Replaces every user with the master's `exported` ones (durable when it returns; a
+    /// no-op when nothing differs).
+    pub fn install(&self, exported: &[u8]) -> Result<(), UserError> {
+        let file: UserFile = serde_json::from_slice(exported).map_err(|e| UserError::File {
+            path: self.path.clone(),
+            reason: format!("the master's users do not decode: {e}"),
+        })?;
+        if file.version != FORMAT_VERSION {
+            return Err(UserError::File {
+                path: self.path.clone(),
+                reason: format!(
+                    "the master's users are in format version {}, not {FORMAT_VERSION}",
+                    file.version
+                ),
+            });
+        }
+        let next: BTreeMap<String, Arc<User>> = file
+            .users
+            .into_iter()
+            .map(|u| (u.access_key.clone(), Arc::new(u)))
+            .collect();
+        if *self.users.read().as_ref() == next {
+            return Ok(());
+        }
+        self.change(|users| {
+            *users = next;
+            Ok(())
         })
     }
 
@@ -422,6 +469,8 @@ impl UserStore {
         rocketlog_common::durable_file::replace(&self.path, &bytes, Some(0o600))
             .map_err(|e| file_err(e.to_string()))?;
         *self.users.write() = Arc::new(next);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 }
@@ -555,5 +604,35 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
         let e = UserStore::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("users.json"), "{e}");
+    }
+
+    #[test]
+    fn an_install_mirrors_the_exported_users_durably() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let master = UserStore::open(a.path()).unwrap();
+        master.put("admin", "admin-secret", true).unwrap();
+        master.put("app", "app-secret-1", false).unwrap();
+        let slave = UserStore::open(b.path()).unwrap();
+        slave.put("local", "local-secret", false).unwrap();
+        let before = slave.version();
+        slave.install(&master.export()).unwrap();
+        assert!(slave.version() > before);
+        let keys = |s: &UserStore| {
+            s.list()
+                .iter()
+                .map(|u| u.access_key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&slave), vec!["admin", "app"]);
+        // Nothing changed: nothing written.
+        let v = slave.version();
+        slave.install(&master.export()).unwrap();
+        assert_eq!(slave.version(), v);
+        assert_eq!(
+            keys(&UserStore::open(b.path()).unwrap()),
+            vec!["admin", "app"]
+        );
+        assert!(slave.install(b"not json").is_err());
+        assert_eq!(keys(&slave), vec!["admin", "app"]);
     }
 }

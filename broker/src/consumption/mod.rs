@@ -18,6 +18,7 @@ mod dlq;
 mod engine;
 mod error;
 mod filter;
+mod inspect;
 mod journal;
 mod queue_state;
 mod ranges;
@@ -32,6 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::Consumption;
 pub use error::ConsumeError;
 pub use filter::{FilterExpression, Tags};
+pub use inspect::DeliveryState;
 pub use types::{
     ConsumptionConfig, Delivery, InitialPosition, QueueLag, ReceiveRequest, RetryPolicy,
     DEFAULT_MAX_ATTEMPTS, DLQ_ORIGIN_MESSAGE_ID_PROPERTY, DLQ_ORIGIN_TOPIC_PROPERTY,

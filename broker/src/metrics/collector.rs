@@ -65,14 +65,14 @@ const STORAGE_SIZE_MAX_AGE: Duration = Duration::from_secs(30);
 /// The first scrape measures it; later ones report the last measurement and, once it is older
 /// than [`STORAGE_SIZE_MAX_AGE`], have a background thread measure it again.
 #[derive(Debug)]
-struct StorageSize {
+pub struct StorageSize {
     dir: PathBuf,
     last: Mutex<Option<(Instant, u64)>>,
     measuring: AtomicBool,
 }
 
 impl StorageSize {
-    fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf) -> Self {
         StorageSize {
             dir,
             last: Mutex::new(None),
@@ -80,7 +80,7 @@ impl StorageSize {
         }
     }
 
-    fn get(self: &Arc<Self>) -> u64 {
+    pub fn get(self: &Arc<Self>) -> u64 {
         let last = *self.last.lock();
         let Some((at, bytes)) = last else {
             let bytes = disk_usage(&self.dir);

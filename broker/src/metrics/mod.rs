@@ -27,7 +27,7 @@ use rocketlog_transport::{ConnectionCount, ProcessCollector};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
-pub use collector::Sources;
+pub use collector::{Sources, StorageSize};
 
 use crate::config::BrokerConfig;
 use crate::consumption::Consumption;
@@ -329,18 +329,25 @@ pub async fn bind(addr: Option<SocketAddr>) -> Result<Option<std::net::TcpListen
     listener.into_std().map(Some).map_err(BrokerError::Listener)
 }
 
-/// Serves `metrics` at `GET /metrics` on `listener` until `shutdown` resolves (at once when
-/// metrics are disabled).
+/// Serves `metrics` at `GET /metrics`, and `pages` (the web console) on every other path, on
+/// `listener` until `shutdown` resolves (at once when there is no listener).
 pub async fn serve(
     metrics: &Metrics,
+    pages: Option<Arc<dyn rocketlog_transport::HttpPages>>,
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (Some(registry), Some(listener)) = (metrics.registry(), listener) else {
+    let Some(listener) = listener else { return };
+    let registry = metrics.registry();
+    if registry.is_none() && pages.is_none() {
         return;
-    };
-    tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving");
-    rocketlog_transport::serve_metrics(listener, registry, shutdown).await;
+    }
+    tracing::info!(
+        listen = ?listener.local_addr().ok(),
+        console = pages.is_some(),
+        "metrics serving"
+    );
+    rocketlog_transport::serve_http(listener, registry, pages, shutdown).await;
 }
 
 #[cfg(test)]

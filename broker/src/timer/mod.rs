@@ -35,7 +35,7 @@ mod wheel;
 use std::path::PathBuf;
 
 pub use handle::RecallHandle;
-pub use record::{DELIVER_MS_PROPERTY, TIMER_TOPIC};
+pub use record::{real_topic, CANCEL as RECALL_PROPERTY, DELIVER_MS_PROPERTY, TIMER_TOPIC};
 pub use service::{LatencySummary, Progress, RecallError, Timer};
 pub use settings::TimerSettings;
 

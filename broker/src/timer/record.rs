@@ -22,7 +22,8 @@ const REAL_TOPIC: &str = "__TIMER_TOPIC";
 const REAL_QUEUE: &str = "__TIMER_QUEUE";
 const ORIGIN: &str = "__TIMER_ORIGIN";
 const SOURCE: &str = "__TIMER_SOURCE";
-const CANCEL: &str = "__TIMER_CANCEL";
+/// Marks a tombstone: the message it names was recalled.
+pub const CANCEL: &str = "__TIMER_CANCEL";
 /// Body of a tombstone (the store wants a body; nothing reads it).
 const TOMBSTONE_BODY: &[u8] = b"recalled";
 

@@ -44,7 +44,7 @@ use state::{Checkpoint, Lookup, OpenTx, Resolution, TxTable};
 
 pub use end::handle as end_transaction;
 pub use error::TransactionError;
-pub use half::HALF_TOPIC;
+pub use half::{HALF_TOPIC, REAL_TOPIC_PROPERTY as HALF_REAL_TOPIC_PROPERTY};
 pub use op::OP_TOPIC;
 pub use settings::{OnMaxChecks, TransactionSettings};
 
@@ -145,6 +145,12 @@ impl Transactions {
 
     pub fn settings(&self) -> &TransactionSettings {
         &self.inner.settings
+    }
+
+    /// Whether the transaction whose half message is at `half_offset` in the commit log is
+    /// still open (neither committed nor rolled back).
+    pub fn is_open(&self, half_offset: u64) -> bool {
+        self.inner.table.lock().get(half_offset).is_some()
     }
 
     /// Open transactions.

@@ -26,7 +26,8 @@ pub struct AdminArgs {
         value_delimiter = ','
     )]
     controller: Vec<String>,
-    /// Access key to sign requests with, for a broker with authentication on (a super user).
+    /// Access key to sign requests with: a super user of a broker with authentication on, or
+    /// for `controller` commands the `[nameserver.auth]` access key of the nameservers.
     #[arg(long, env = "ROCKETLOG_ACCESS_KEY", requires = "secret_key")]
     access_key: Option<String>,
     /// Secret key of --access-key (prefer the environment variable to the flag).
@@ -49,6 +50,9 @@ enum AdminCommand {
     Message(MessageCommand),
     /// Broker offsets, uptime and counts.
     Stats,
+    /// The nameservers this broker registers with (and whether they answer) and every broker
+    /// they know.
+    Cluster,
     /// Users (access key and secret key) of the broker's authentication.
     #[command(subcommand)]
     User(UserCommand),
@@ -205,6 +209,9 @@ enum Perm {
 
 #[derive(Debug, Subcommand)]
 enum GroupCommand {
+    /// Every consumer group with state on this broker: its topics, lag, in-flight and
+    /// dead-lettered messages.
+    List,
     /// Offsets, lag and in-flight count per queue.
     Describe { group: String },
     /// Move a group's committed offsets on a topic to the first message stored at or after a time.
@@ -261,14 +268,14 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    if let AdminCommand::Controller(cmd) = args.command {
-        return controller(&args.controller, cmd).await;
-    }
     let signing = SigningInterceptor::new(
         args.access_key
             .zip(args.secret_key)
             .map(|(ak, sk)| rocketlog_client::Credentials::new(ak, sk)),
     );
+    if let AdminCommand::Controller(cmd) = args.command {
+        return controller(&args.controller, cmd, &signing).await;
+    }
     let mut client = connect(&args.broker, signing).await?;
     match args.command {
         AdminCommand::User(cmd) => user(&mut client, cmd).await,
@@ -278,12 +285,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Group(cmd) => group(&mut client, cmd).await,
         AdminCommand::Message(cmd) => message(&mut client, cmd).await,
         AdminCommand::Stats => stats(&mut client).await,
+        AdminCommand::Cluster => cluster(&mut client).await,
         AdminCommand::Promote { force } => promote(&mut client, force).await,
         AdminCommand::Controller(_) => unreachable!("handled above"),
     }
 }
 
-async fn controller_client(addr: &str) -> anyhow::Result<ControllerClient<Channel>> {
+type Controller = ControllerClient<InterceptedService<Channel, SigningInterceptor>>;
+
+async fn controller_client(addr: &str, signing: &SigningInterceptor) -> anyhow::Result<Controller> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .with_context(|| format!("invalid controller address {addr:?}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -291,16 +301,16 @@ async fn controller_client(addr: &str) -> anyhow::Result<ControllerClient<Channe
         .connect()
         .await
         .with_context(|| format!("cannot reach controller member {addr}"))?;
-    Ok(ControllerClient::new(channel))
+    Ok(ControllerClient::with_interceptor(channel, signing.clone()))
 }
 
 /// Asks every member and prints the freshest view: the highest term, then the most applied
 /// (a member restarted from disk may still believe it leads an old term).
-async fn controller_status(members: &[String]) -> anyhow::Result<()> {
+async fn controller_status(members: &[String], signing: &SigningInterceptor) -> anyhow::Result<()> {
     let mut best: Option<cpb::ControllerStatus> = None;
     let mut errors = Vec::new();
     for addr in members {
-        let answer = match controller_client(addr).await {
+        let answer = match controller_client(addr, signing).await {
             Ok(mut c) => c
                 .status(cpb::StatusRequest {})
                 .await
@@ -332,9 +342,13 @@ async fn controller_status(members: &[String]) -> anyhow::Result<()> {
     }
 }
 
-async fn controller(members: &[String], cmd: ControllerCommand) -> anyhow::Result<()> {
+async fn controller(
+    members: &[String],
+    cmd: ControllerCommand,
+    signing: &SigningInterceptor,
+) -> anyhow::Result<()> {
     if let ControllerCommand::Status = cmd {
-        return controller_status(members).await;
+        return controller_status(members, signing).await;
     }
     // Any member answers status; an election goes to the leader, which a member names.
     let mut order = members.to_vec();
@@ -346,7 +360,7 @@ async fn controller(members: &[String], cmd: ControllerCommand) -> anyhow::Resul
             continue;
         }
         tried.push(addr.clone());
-        let mut client = match controller_client(&addr).await {
+        let mut client = match controller_client(&addr, signing).await {
             Ok(c) => c,
             Err(e) => {
                 last = e;
@@ -545,7 +559,7 @@ async fn topic(client: &mut Admin, cmd: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::List => {
             let r = client
-                .list_topics(pb::ListTopicsRequest {})
+                .list_topics(pb::ListTopicsRequest::default())
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -594,7 +608,31 @@ async fn group(client: &mut Admin, cmd: GroupCommand) -> anyhow::Result<()> {
                     q.topic, q.queue_id, q.broker_offset, q.consumer_offset, q.lag, q.inflight
                 );
             }
-            println!("group {}: total lag {}", r.group, r.total_lag);
+            println!(
+                "group {}: total lag {}, in flight {}, dead-lettered {}",
+                r.group, r.total_lag, r.total_inflight, r.dlq_messages
+            );
+        }
+        GroupCommand::List => {
+            let r = client
+                .list_consumer_groups(pb::ListConsumerGroupsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "{:<40} {:>10} {:>9} {:>9}  TOPICS",
+                "GROUP", "LAG", "INFLIGHT", "DLQ"
+            );
+            for g in &r.groups {
+                println!(
+                    "{:<40} {:>10} {:>9} {:>9}  {}",
+                    g.group,
+                    g.total_lag,
+                    g.total_inflight,
+                    g.dlq_messages,
+                    g.topics.join(",")
+                );
+            }
         }
         GroupCommand::ResetOffset {
             group,
@@ -671,6 +709,18 @@ async fn message(client: &mut Admin, cmd: MessageCommand) -> anyhow::Result<()> 
         );
         for (k, v) in &m.properties {
             println!("    {k}={v}");
+        }
+        if !m.delay_state.is_empty() {
+            println!(
+                "    delayed: {} (deliver at {} ms)",
+                m.delay_state, m.deliver_at_ms
+            );
+        }
+        if !m.transaction_state.is_empty() {
+            println!("    transaction: {}", m.transaction_state);
+        }
+        for d in &m.deliveries {
+            println!("    group {}: {}", d.group, d.state);
         }
         if with_body {
             println!("    body: {}", String::from_utf8_lossy(&m.body));
@@ -820,6 +870,41 @@ async fn acl(client: &mut Admin, cmd: AclCommand) -> anyhow::Result<()> {
                 println!("{}: had no rule {}", spec.access_key, describe_rule(&rule));
             }
         }
+    }
+    Ok(())
+}
+
+async fn cluster(client: &mut Admin) -> anyhow::Result<()> {
+    let c = client
+        .cluster_overview(pb::ClusterOverviewRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for n in &c.nameservers {
+        if n.reachable {
+            println!("nameserver {:<24} reachable", n.address);
+        } else {
+            println!("nameserver {:<24} unreachable: {}", n.address, n.error);
+        }
+    }
+    if c.nameservers.is_empty() {
+        println!("no nameserver configured");
+    }
+    println!(
+        "{:<12} {:<16} {:>4} {:<22} {:<22} {:>7}",
+        "CLUSTER", "BROKER", "ID", "CLIENT", "REPLICATION", "TOPICS"
+    );
+    for b in &c.brokers {
+        println!(
+            "{:<12} {:<16} {:>4} {:<22} {:<22} {:>7}{}",
+            b.cluster_name,
+            b.broker_name,
+            b.broker_id,
+            b.client_address,
+            b.replication_address,
+            b.topic_count,
+            if b.this_broker { "  (this broker)" } else { "" }
+        );
     }
     Ok(())
 }

@@ -374,3 +374,59 @@ fn with_auth_on_the_admin_commands_need_a_super_user_and_manage_users_and_rules(
     let gone = stderr_of_failed(&admin_as(&server.client, app, &["stats"]));
     assert!(gone.contains("unknown access key"), "{gone}");
 }
+
+#[test]
+fn with_nameserver_auth_on_only_brokers_signing_with_its_key_register() {
+    let key = [
+        ("ROCKETLOG_NAMESERVER__AUTH__ENABLED", "true"),
+        ("ROCKETLOG_NAMESERVER__AUTH__ACCESS_KEY", "cluster"),
+        (
+            "ROCKETLOG_NAMESERVER__AUTH__SECRET_KEY",
+            "cluster-secret-key",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signing = [
+        ("ROCKETLOG_BROKER__AUTH__NAMESERVER_ACCESS_KEY", "cluster"),
+        (
+            "ROCKETLOG_BROKER__AUTH__NAMESERVER_SECRET_KEY",
+            "cluster-secret-key",
+        ),
+    ];
+    let env: Vec<(&str, &str)> = key.iter().chain(signing.iter()).copied().collect();
+    let good = start_standalone_under(&dir.path().join("good"), &[], &env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = stdout_of(&admin(&good.client, &["cluster"]));
+        if out.contains("reachable") && out.contains("(this broker)") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never registered:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Unsigned, or signed with another secret: the nameserver refuses the broker, saying why.
+    let wrong = [
+        ("ROCKETLOG_BROKER__AUTH__NAMESERVER_ACCESS_KEY", "cluster"),
+        (
+            "ROCKETLOG_BROKER__AUTH__NAMESERVER_SECRET_KEY",
+            "not-the-secret",
+        ),
+    ];
+    for (name, extra, why) in [
+        ("unsigned", &[][..], "no authorization header"),
+        ("wrong", &wrong[..], "bad signature"),
+    ] {
+        let env: Vec<(&str, &str)> = key.iter().chain(extra.iter()).copied().collect();
+        let refused = start_standalone_under(&dir.path().join(name), &[], &env);
+        let out = stdout_of(&admin(&refused.client, &["cluster"]));
+        assert!(
+            out.contains("unreachable: Unauthenticated") && out.contains(why),
+            "{name}: {out}"
+        );
+        assert!(!out.contains("(this broker)"), "{name}: {out}");
+    }
+}

@@ -99,6 +99,11 @@ impl Proc {
 
 /// A port that was free a moment ago (the configuration must name every member's port
 /// before any starts).
+/// The nameservers check signatures (`[nameserver.auth]`): the Raft traffic between them, the
+/// brokers' heartbeats and elections, and `admin controller status` are all signed with this.
+const NS_ACCESS_KEY: &str = "cluster";
+const NS_SECRET_KEY: &str = "cluster-secret-key";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -143,6 +148,11 @@ impl Cluster {
                 &path,
                 format!(
                     r#"
+[nameserver.auth]
+enabled = true
+access_key = "{NS_ACCESS_KEY}"
+secret_key = "{NS_SECRET_KEY}"
+
 [nameserver.controller]
 enabled = true
 node_id = {id}
@@ -233,6 +243,8 @@ data_dir = "{data}"
         let out = Command::new(BIN)
             .args(["admin", "--controller", &self.ns_addrs.join(",")])
             .args(["controller", "status"])
+            .env("ROCKETLOG_ACCESS_KEY", NS_ACCESS_KEY)
+            .env("ROCKETLOG_SECRET_KEY", NS_SECRET_KEY)
             .output()
             .ok()?;
         if !out.status.success() {
@@ -288,6 +300,10 @@ index_slots = 5003
 min_invisible_duration_ms = 1000
 min_long_polling_ms = 1000
 max_long_polling_ms = 3000
+
+[broker.auth]
+nameserver_access_key = "{NS_ACCESS_KEY}"
+nameserver_secret_key = "{NS_SECRET_KEY}"
 
 [broker.replication]
 mode = "sync"

@@ -842,3 +842,111 @@ fn killing_the_master_under_async_load_loses_at_most_the_replication_lag() {
     assert!(c.missing < c.acked as u64, "{c:?}");
     assert_eq!(c.redelivered, 0, "{c:?}");
 }
+
+/// `rocketlog admin --broker <broker> ARGS…` signed as `access_key`: (success, output).
+fn admin_as(broker: &Broker, access_key: &str, secret_key: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["admin", "--broker", &broker.client])
+        .args(args)
+        .env("ROCKETLOG_ACCESS_KEY", access_key)
+        .env("ROCKETLOG_SECRET_KEY", secret_key)
+        .env("ROCKETLOG_USER_SECRET_KEY", "app-secret-key")
+        .output()
+        .expect("admin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn slaves_copy_the_users_so_a_promoted_slave_lets_the_same_clients_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = "\n[broker.auth]\nenabled = true\n";
+    let master_dir = dir.path().join("master");
+    let master_config = format!(
+        "{}{auth}init_access_key = \"admin\"\ninit_secret_key = \"admin-secret-key\"\n",
+        config(&master_dir, 0, "async", None)
+    );
+    let mut master = Broker::start(&master_dir, master_config);
+    let repl = master.replication.clone().expect("replication port");
+    let slave_dir = dir.path().join("slave");
+    // The slave has no user of its own: every one it knows comes from the master.
+    let slave_config = format!("{}{auth}", config(&slave_dir, 1, "async", Some(&repl)));
+    let slave = Broker::start(&slave_dir, slave_config);
+    master.wait_logged("slave connected", 0, &slave);
+
+    let admin = |b: &Broker, args: &[&str]| admin_as(b, "admin", "admin-secret-key", args);
+    let (ok, out) = admin(&master, &["user", "add", "app"]);
+    assert!(ok, "{out}");
+    let (ok, out) = admin(
+        &master,
+        &["acl", "grant", "app", "allow", "pub", "topic", "ReplAuth*"],
+    );
+    assert!(ok, "{out}");
+    let (_, want) = admin(&master, &["user", "list"]);
+    assert!(want.contains("app") && want.contains("ReplAuth*"), "{want}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, got) = admin(&slave, &["user", "list"]);
+        if ok && got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slave never copied the users:\nmaster:\n{want}\nslave:\n{got}\n{}",
+            slave.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+    // Users are the master's to change.
+    let (ok, out) = admin(&slave, &["user", "add", "other"]);
+    assert!(!ok && out.contains("slave"), "{out}");
+
+    master.kill();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, out) = admin(&slave, &["promote"]);
+        if ok {
+            break;
+        }
+        assert!(
+            out.contains("still streaming") && Instant::now() < deadline,
+            "promote failed: {out}\n{}",
+            slave.logs()
+        );
+        std::thread::sleep(POLL);
+    }
+    // The application's key works on the new master, within its rules.
+    let send = |topic: &str| {
+        Command::new(BIN)
+            .args(["bench", "--quiet", "--endpoint", &slave.client])
+            .args(["--access-key", "app", "--secret-key", "app-secret-key"])
+            .args(["--topic", topic, "--duration", "20"])
+            .args(["produce", "--messages", "20", "--producers", "1"])
+            .output()
+            .expect("bench")
+    };
+    let out = send("ReplAuthOrders");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("errors 0"),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        slave.logs()
+    );
+    let out = send("Elsewhere");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success()
+            && text.contains("Forbidden (40300)")
+            && text.contains("\"Elsewhere\""),
+        "a topic outside the user's rules: {text}"
+    );
+}

@@ -3,7 +3,8 @@
 //! - [`v2`]: `apache.rocketmq.v2`, wire-compatible with Apache RocketMQ 5 (what the official
 //!   clients speak), with tonic clients and servers;
 //! - [`nameserver::v1`]: broker registration and topic routes (`rocketlog.nameserver.v1`);
-//! - [`admin::v1`]: the broker's admin API (`rocketlog.admin.v1`).
+//! - [`admin::v1`]: the broker's admin API (`rocketlog.admin.v1`), with serde implementations
+//!   of the proto3 JSON mapping (for the web console).
 //!
 //! Besides generated code this crate holds only small, never-panicking conversions that every
 //! user of the types needs (see [`convert`] and [`status`]).
@@ -77,6 +78,7 @@ pub mod admin {
     )]
     pub mod v1 {
         tonic::include_proto!("rocketlog.admin.v1");
+        include!(concat!(env!("OUT_DIR"), "/rocketlog.admin.v1.serde.rs"));
     }
 }
 

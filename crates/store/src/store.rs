@@ -513,6 +513,14 @@ impl Store {
             .map(|s| s.use_ratio())
     }
 
+    /// `(used, available)` bytes of the data directory's file system (df's "Used" and
+    /// "Avail"), or `None` when it cannot be read.
+    pub fn disk_space(&self) -> Option<(u64, u64)> {
+        crate::mmap::disk_space(&self.core().config.data_dir)
+            .ok()
+            .map(|s| (s.used, s.available))
+    }
+
     /// Decoded records from `from` (a record boundary) up to the written end, at most
     /// `max_bytes` of records but always at least one if there is one. The written end may be
     /// past `flushed_offset()` in Sync mode: bound by it if only durable records may be used.

@@ -23,6 +23,7 @@ mod limits;
 pub mod metrics;
 pub mod process;
 mod rewind;
+pub mod signature;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -46,7 +47,7 @@ use tower::ServiceExt;
 
 pub use limits::{connection_budget, raise_fd_limit, FdLimit};
 use limits::{Throttle, REFUSAL};
-pub use metrics::{serve_metrics, ConnectionCount};
+pub use metrics::{serve_http, serve_metrics, ConnectionCount, HttpPages, HttpResponse};
 pub use process::ProcessCollector;
 use rewind::{Rewind, PREFACE};
 

@@ -1,6 +1,7 @@
 //! The metrics port: Prometheus text (format 0.0.4) of a `prometheus-client` registry at
-//! `GET /metrics`, over plain HTTP/1.1, on a listener of its own. Any other path answers 404,
-//! any other method 405. Encoding runs on a blocking thread, since a registry's collectors may
+//! `GET /metrics`, over plain HTTP/1.1, on a listener of its own. Other paths go to the port's
+//! [`HttpPages`] when it has some (the broker's web console), else answer 404; any method but
+//! GET or HEAD on `/metrics` answers 405. Encoding runs on a blocking thread, since a registry's collectors may
 //! read files (the process collector reads `/proc`) or walk large tables.
 //!
 //! Lifecycle as the gRPC ports: one task per connection in a `JoinSet`; on shutdown the
@@ -12,6 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::prometheus_text;
@@ -26,12 +31,43 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scrape connections served at once; more wait in the listen backlog.
 const MAX_SCRAPE_CONNECTIONS: usize = 64;
 
+/// An HTTP answer of the metrics port.
+pub type HttpResponse = http::Response<Full<Bytes>>;
+
+/// What a port serves besides `/metrics` (every other path, every method).
+pub trait HttpPages: Send + Sync + 'static {
+    /// Answers one request; the body is the handler's to read (and to bound).
+    fn answer(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> Pin<Box<dyn Future<Output = HttpResponse> + Send + 'static>>;
+}
+
+/// What one port serves: metrics, pages, or both.
+#[derive(Clone)]
+struct Routes {
+    registry: Option<Arc<Registry>>,
+    pages: Option<Arc<dyn HttpPages>>,
+}
+
 /// Serves `registry` on `listener` until `shutdown` resolves.
 pub async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_http(listener, Some(registry), None, shutdown).await;
+}
+
+/// Serves `registry` at `/metrics` (when given) and `pages` on every other path (when given)
+/// on `listener` until `shutdown` resolves.
+pub async fn serve_http(
+    listener: TcpListener,
+    registry: Option<Arc<Registry>>,
+    pages: Option<Arc<dyn HttpPages>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let routes = Routes { registry, pages };
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -40,7 +76,7 @@ pub async fn serve_metrics(
             accepted = listener.accept(), if connections.len() < MAX_SCRAPE_CONNECTIONS => {
                 match accepted {
                     Ok((stream, _peer)) => {
-                        connections.spawn(serve_connection(stream, Arc::clone(&registry)));
+                        connections.spawn(serve_connection(stream, routes.clone()));
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "metrics accept failed");
@@ -55,10 +91,20 @@ pub async fn serve_metrics(
     connections.shutdown().await;
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, registry: Arc<Registry>) {
+async fn serve_connection(stream: tokio::net::TcpStream, routes: Routes) {
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let registry = Arc::clone(&registry);
-        async move { Ok::<_, Infallible>(answer(&req, registry).await) }
+        let routes = routes.clone();
+        async move {
+            let answer = match (&routes.registry, &routes.pages) {
+                (Some(registry), _) if req.uri().path() == METRICS_PATH => {
+                    answer(&req, Arc::clone(registry)).await.map(Full::from)
+                }
+                (_, Some(pages)) => pages.answer(req).await,
+                (Some(registry), None) => answer(&req, Arc::clone(registry)).await.map(Full::from),
+                (None, None) => plain(http::StatusCode::NOT_FOUND, "not found\n").map(Full::from),
+            };
+            Ok::<_, Infallible>(answer)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -72,6 +72,9 @@ pub struct RaftSettings {
     /// Entries applied between snapshots (default 1000). The log keeps about as many
     /// entries again before the latest snapshot, for followers that are slightly behind.
     pub snapshot_every: u64,
+    /// Signs the messages sent to the other members (their nameservers check signatures when
+    /// authentication is on); `None`: unsigned.
+    pub credentials: Option<rocketlog_transport::signature::Credentials>,
 }
 
 impl RaftSettings {
@@ -85,6 +88,7 @@ impl RaftSettings {
             election_timeout_min_ms: 400,
             election_timeout_max_ms: 800,
             snapshot_every: 1000,
+            credentials: None,
         }
     }
 
@@ -250,7 +254,7 @@ impl ControllerNode {
         let raft = Raft::new(
             settings.node_id,
             config,
-            Network::new(settings.node_id),
+            Network::new(settings.node_id, settings.credentials.clone()),
             log,
             state_machine,
         )

@@ -7,6 +7,7 @@
 //! [`Unreachable`] (openraft then backs off before retrying it), anything else a
 //! [`NetworkError`] (retried on the next heartbeat).
 
+use rocketlog_transport::signature::{Credentials, SigningInterceptor};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
@@ -44,14 +45,16 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(250);
 pub struct Network {
     node_id: u64,
     channels: HashMap<u64, (String, Result<Channel, String>)>,
+    signer: SigningInterceptor,
 }
 
 impl Network {
-    /// A factory for member `node_id`'s outgoing Raft messages.
-    pub fn new(node_id: u64) -> Network {
+    /// A factory for member `node_id`'s outgoing Raft messages, signed with `credentials`.
+    pub fn new(node_id: u64, credentials: Option<Credentials>) -> Network {
         Network {
             node_id,
             channels: HashMap::new(),
+            signer: SigningInterceptor::new(credentials),
         }
     }
 }
@@ -64,6 +67,7 @@ pub struct PeerClient {
     node: BasicNode,
     /// `Err` when the peer's address does not form a URI; every send then fails.
     channel: Result<Channel, String>,
+    signer: SigningInterceptor,
 }
 
 fn lazy_channel(addr: &str) -> Result<Channel, String> {
@@ -99,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             channel,
+            signer: self.signer.clone(),
         }
     }
 }
@@ -157,7 +162,7 @@ impl PeerClient {
         let ttl = option.hard_ttl();
         let mut request = Request::new(RaftPayload { data });
         request.set_timeout(ttl);
-        let mut client = RaftClient::new(channel)
+        let mut client = RaftClient::with_interceptor(channel, self.signer.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let call = async move {
