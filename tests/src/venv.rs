@@ -126,8 +126,8 @@ fn prepare(venv: &Path) -> anyhow::Result<PathBuf> {
         INSTALL_TIMEOUT,
     )?;
     run_step(
-        "importing the installed client",
-        Command::new(&python).args(["-c", "import rocketmq"]),
+        "importing the installed client and selenium",
+        Command::new(&python).args(["-c", "import rocketmq, selenium"]),
         CHECK_TIMEOUT,
     )?;
     fs::write(&stamp, &requirements).with_context(|| format!("writing {}", stamp.display()))?;
