@@ -63,7 +63,7 @@ const STORAGE_SIZE_MAX_AGE: Duration = Duration::from_secs(30);
 /// The store's disk usage, measured by walking its directory: a `stat` per file, about 25 ms
 /// per 1,000 files, too slow to repeat on every scrape of a broker with thousands of queues.
 /// The first scrape measures it; later ones report the last measurement and, once it is older
-/// than [`STORAGE_SIZE_MAX_AGE`], have a background thread measure it again.
+/// than `STORAGE_SIZE_MAX_AGE`, have a background thread measure it again.
 #[derive(Debug)]
 pub struct StorageSize {
     dir: PathBuf,
