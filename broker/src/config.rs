@@ -53,6 +53,11 @@ pub struct StoreSettings {
     /// Write commit-log segments prepared ahead with zeros before use, so Sync flushes commit
     /// no file-system journal (default: on with `flush_mode = "sync"`, off with "async").
     pub zero_fill_segments: Option<bool>,
+    /// Bytes of recent commit log kept mapped in the broker's resident set; older pages (and
+    /// consume-queue files but each queue's newest) are released every second and mapped
+    /// back when read (default 64 MiB; 0 keeps every page, so the resident set grows to the
+    /// mapped log).
+    pub resident_window: u64,
 }
 
 impl Default for StoreSettings {
@@ -66,6 +71,7 @@ impl Default for StoreSettings {
             retention_hours: 72,
             disk_use_ratio_limit: 0.85,
             zero_fill_segments: None,
+            resident_window: rocketlog_store::DEFAULT_RESIDENT_WINDOW,
         }
     }
 }
@@ -427,6 +433,7 @@ impl BrokerConfig {
             retention: Duration::from_secs(self.store.retention_hours.saturating_mul(3600)),
             disk_use_ratio_limit: self.store.disk_use_ratio_limit,
             zero_fill_segments: self.store.zero_fill_segments,
+            resident_window: Some(self.store.resident_window).filter(|w| *w > 0),
             ..Default::default()
         }
     }

@@ -87,6 +87,14 @@ pub struct StoreConfig {
     /// so the extra writes would only cost bandwidth). The first segment of an empty log is
     /// never zero-filled: the first append waits for it.
     pub zero_fill_segments: Option<bool>,
+    /// Bytes of the commit log behind the committed end (and behind the dispatcher, if it
+    /// lags) whose mapped pages stay in the process's resident set. Every
+    /// `checkpoint_interval` the housekeeper releases the pages below (and those of every
+    /// consume-queue file but each queue's newest) with `MADV_DONTNEED`: the data stays in
+    /// the page cache and on disk, and reading it again maps it back on demand. Without it the
+    /// resident set grows to the whole mapped log. `None` keeps every page mapped. Default
+    /// `Some(`[`DEFAULT_RESIDENT_WINDOW`]`)`.
+    pub resident_window: Option<u64>,
     /// Test seam: fails chosen I/O operations. Default: no faults.
     pub faults: FaultInjector,
 }
@@ -107,13 +115,18 @@ impl Default for StoreConfig {
             index_entries_per_file: 1_000_000,
             prefault_window: None,
             zero_fill_segments: None,
+            resident_window: Some(DEFAULT_RESIDENT_WINDOW),
             faults: FaultInjector::none(),
         }
     }
 }
 
 /// Pre-fault window of Async mode when `prefault_window` is `None`.
-pub const DEFAULT_ASYNC_PREFAULT_WINDOW: u64 = 256 << 20;
+pub const DEFAULT_ASYNC_PREFAULT_WINDOW: u64 = 64 << 20;
+
+/// Default `resident_window`: the recent log that the dispatcher and up-to-date consumers
+/// read stays mapped.
+pub const DEFAULT_RESIDENT_WINDOW: u64 = 64 << 20;
 
 /// Smallest accepted segment size; anything smaller cannot hold a useful record.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;

@@ -251,6 +251,21 @@ impl ConsumeQueue {
     }
 
     /// msync of the entries written since the last flush.
+    /// Releases the resident pages of every file but the newest (see
+    /// [`MappedFile::release`]): older entries are read again only by consumers far behind,
+    /// which map them back on demand.
+    pub(crate) fn release_resident(&self) -> std::io::Result<()> {
+        let older: Vec<Arc<MappedFile>> = {
+            let f = self.files.read();
+            let n = f.list.len().saturating_sub(1);
+            f.list.iter().take(n).cloned().collect()
+        };
+        for file in older {
+            file.release(0, file.len())?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         let max = self.max.load(Ordering::Acquire);
         let from = self.flushed.load(Ordering::Acquire);

@@ -191,10 +191,38 @@ impl Core {
         }
     }
 
-    /// The housekeeper thread: periodic checkpoint and retention.
+    /// Releases from this process's resident set the mapped pages it no longer needs at hand
+    /// (the `resident_window` setting): the commit log below the last `window` bytes before
+    /// both the committed end and the dispatcher, and every consume-queue file but the
+    /// newest. Nothing changes on disk or for readers (see `MappedFile::release`); returns
+    /// how many log bytes were below the cutoff.
+    pub(crate) fn release_resident(&self) -> std::io::Result<u64> {
+        let Some(window) = self.config.resident_window else {
+            return Ok(0);
+        };
+        let cutoff = self
+            .log
+            .committed()
+            .min(self.dispatch.position())
+            .saturating_sub(window);
+        let mut below = 0;
+        for seg in self.log.segments() {
+            if seg.base >= cutoff {
+                break;
+            }
+            let n = (cutoff - seg.base).min(seg.file.len() as u64);
+            seg.file.release(0, n as usize)?;
+            below += n;
+        }
+        self.queues.release_resident()?;
+        Ok(below)
+    }
+
+    /// The housekeeper thread: periodic checkpoint, retention and release of resident pages.
     pub(crate) fn run_housekeeper(&self) {
         let mut next_checkpoint = Instant::now() + self.config.checkpoint_interval;
         let mut next_retention = Instant::now() + self.config.retention_check_interval;
+        let mut release_failed = false;
         loop {
             let due = next_checkpoint.min(next_retention);
             let now = Instant::now();
@@ -210,6 +238,15 @@ impl Core {
             if now >= next_checkpoint {
                 if let Err(e) = self.checkpoint(false) {
                     tracing::error!(error = %e, "periodic checkpoint failed");
+                }
+                // Only memory: a failure leaves the pages resident, nothing else.
+                match self.release_resident() {
+                    Err(e) if !release_failed => {
+                        tracing::warn!(error = %e, "releasing mapped pages failed; they stay resident");
+                        release_failed = true;
+                    }
+                    Err(_) => {}
+                    Ok(_) => release_failed = false,
                 }
                 next_checkpoint = now + self.config.checkpoint_interval;
             }

@@ -56,7 +56,8 @@ mod truncate;
 mod wake;
 
 pub use config::{
-    FaultInjector, FlushMode, IoPoint, StoreConfig, DEFAULT_ASYNC_PREFAULT_WINDOW, MIN_SEGMENT_SIZE,
+    FaultInjector, FlushMode, IoPoint, StoreConfig, DEFAULT_ASYNC_PREFAULT_WINDOW,
+    DEFAULT_RESIDENT_WINDOW, MIN_SEGMENT_SIZE,
 };
 pub use error::{StoreError, TruncateRefusal};
 pub use flush::PendingAppend;

@@ -23,7 +23,7 @@
 //! 4. **Lifetime.** The mapping is owned by the `MappedFile`, shared by `Arc`; slices borrow it,
 //!    so it is unmapped only after the last reader and the writer are gone.
 
-use memmap2::{Advice, MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -165,6 +165,30 @@ impl MappedFile {
         match self.map.advise_range(Advice::PopulateWrite, pos, len) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
             other => other,
+        }
+    }
+}
+
+impl MappedFile {
+    /// Drops this process's page-table entries for `[pos, pos+len)` (`MADV_DONTNEED`), so the
+    /// pages stop counting in its resident set. No byte changes: the mapping is a shared file
+    /// mapping, so the pages stay in the page cache (dirty ones still dirty, written back by
+    /// the next flush or the kernel) and the next access, read or write, maps them again.
+    /// Only a memory optimization; any range inside the mapping is fine, at any time.
+    pub(crate) fn release(&self, pos: usize, len: usize) -> io::Result<()> {
+        let len = len.min(self.len().saturating_sub(pos));
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is inside the mapping (clamped above). On a MAP_SHARED file
+        // mapping MADV_DONTNEED only removes page-table entries: the kernel moves each entry's
+        // dirty bit to the page-cache page before dropping it, and a later access faults the
+        // same page back in, so every byte a reader or the writer sees is unchanged, including
+        // bytes written concurrently (a store either lands before the entry is cleared or
+        // faults after). Slices handed out by `read` stay valid: their addresses stay mapped.
+        unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, pos, len)
         }
     }
 }
@@ -432,6 +456,62 @@ mod tests {
         let (f, w) = MappedFile::open(&dir.path().join("a"), 8192, false).unwrap();
         assert_eq!(w.read(0, 6).unwrap(), b"hello!");
         assert_eq!(f.published(), 0);
+    }
+
+    /// Resident pages of this process in `[ptr, ptr+len)`, from `/proc/self/smaps`'s `Rss:`
+    /// of the mapping containing `ptr` (the whole mapping: the test maps one file).
+    fn mapping_rss_kb(ptr: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let addr = ptr as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = lo <= addr && addr < hi;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(v) = line.strip_prefix("Rss:") {
+                    return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+                }
+            }
+        }
+        panic!("no mapping at {addr:#x} in /proc/self/smaps");
+    }
+
+    #[test]
+    fn release_drops_resident_pages_and_keeps_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let len: usize = 4 << 20;
+        let (f, mut w) = MappedFile::create(&dir.path().join("r"), len as u64, true).unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        w.write(0, &data[..len / 2]).unwrap();
+        w.publish(len / 2);
+        let ptr = f.read(0, 1).unwrap().as_ptr();
+        assert!(mapping_rss_kb(ptr) >= 2048, "written pages are resident");
+        // Dirty, never flushed pages too: released, then read back and flushed.
+        f.release(0, len).unwrap();
+        assert!(
+            mapping_rss_kb(ptr) < 64,
+            "released: {} kB resident",
+            mapping_rss_kb(ptr)
+        );
+        assert_eq!(f.read(0, len / 2).unwrap(), &data[..len / 2]);
+        // Writing after a release maps the pages again; a release in the middle of the
+        // unpublished part and past the end changes nothing either.
+        w.write(len / 2, &data[len / 2..]).unwrap();
+        f.release(len / 2 + 1, 10).unwrap();
+        f.release(len, 4096).unwrap();
+        w.publish(len);
+        assert_eq!(f.read(0, len).unwrap(), &data[..]);
+        f.flush_range(0, len).unwrap();
+        drop((f, w));
+        assert_eq!(std::fs::read(dir.path().join("r")).unwrap(), data);
     }
 
     #[test]

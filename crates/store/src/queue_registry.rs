@@ -158,6 +158,14 @@ impl QueueRegistry {
         Ok(())
     }
 
+    /// Releases the resident pages of every queue's older files.
+    pub(crate) fn release_resident(&self) -> std::io::Result<()> {
+        for (_, _, q) in self.all() {
+            q.release_resident()?;
+        }
+        Ok(())
+    }
+
     /// Retention: drops entries below `log_min` and tombstones no longer needed.
     pub(crate) fn truncate_below(&self, log_min: u64) -> Result<(), StoreError> {
         for (_, _, q) in self.all() {
