@@ -13,7 +13,8 @@
   that many whole seconds after the next second. Prints ``SENT <acked> FAILED <failed>``.
 - ``read``: a new consumer group receives and acks every message of the topic until it has
   seen every acknowledged id (or nothing more comes); prints ``READ <distinct> MISSING <n>
-  DUPLICATES <n>``, and fails if an acknowledged id is missing.
+  DUPLICATES <n>``, and fails if an acknowledged id is missing (with ``ROCKETLOG_REPL_EXPECT=any``
+  the missing ids are only counted: the loss async replication allows).
 - ``consume``: the consumer group ``ROCKETLOG_REPL_GROUP`` receives and acks, at most
   ``ROCKETLOG_REPL_LIMIT`` distinct messages when that is set (else until it has seen every
   acknowledged id, counting those this group acked in earlier phases, or nothing more comes).
@@ -22,7 +23,7 @@
   ``ROCKETLOG_REPL_DRAIN=1`` it receives until nothing more comes even when every acknowledged id
   was acked before (to catch redeliveries). Prints ``CONSUMED <n>
   REDELIVERED <n> MISSING <n> DUPLICATES <n>`` and, without a limit, fails if an acknowledged id
-  was never delivered to the group.
+  was never delivered to the group (unless ``ROCKETLOG_REPL_EXPECT=any``).
 - ``failover``: ``ROCKETLOG_REPL_PRODUCERS`` producers send without pause until the file
   ``ROCKETLOG_REPL_STOP`` exists (or ``ROCKETLOG_REPL_SECONDS`` pass), failures allowed, while
   the harness breaks the group. Every send's outcome is appended to ``ROCKETLOG_REPL_TIMELINE``
@@ -159,8 +160,10 @@ def read(s, topic, state):
             consumer.ack(m)
     missing = expected - seen
     print(f"READ {len(seen)} MISSING {len(missing)} DUPLICATES {deliveries - len(seen)}", flush=True)
-    s.check(not missing, f"{len(missing)} of {len(expected)} acknowledged messages not readable, "
-                         f"e.g. {sorted(missing)[:3]}")
+    # ``any``: the loss is what is measured (async replication), reported rather than failed.
+    if os.environ.get("ROCKETLOG_REPL_EXPECT", "ok") != "any":
+        s.check(not missing, f"{len(missing)} of {len(expected)} acknowledged messages not readable, "
+                             f"e.g. {sorted(missing)[:3]}")
 
 
 def consume(s, topic, state):
@@ -196,8 +199,9 @@ def consume(s, topic, state):
     missing = set() if limit is not None else expected - before - seen
     print(f"CONSUMED {len(seen)} REDELIVERED {redelivered} MISSING {len(missing)} "
           f"DUPLICATES {deliveries - len(seen)}", flush=True)
-    s.check(not missing, f"{len(missing)} of {len(expected)} acknowledged messages never delivered "
-                         f"to group {group}, e.g. {sorted(missing)[:3]}")
+    if os.environ.get("ROCKETLOG_REPL_EXPECT", "ok") != "any":
+        s.check(not missing, f"{len(missing)} of {len(expected)} acknowledged messages never delivered "
+                             f"to group {group}, e.g. {sorted(missing)[:3]}")
 
 
 def main(s):
