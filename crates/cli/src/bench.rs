@@ -46,6 +46,10 @@ pub struct BenchArgs {
         requires = "secret_key"
     )]
     access_key: Option<String>,
+    /// Process id of the broker under load: the summary then prints the CPU time it and this
+    /// tool spent per message (user + system, all threads, from `/proc`).
+    #[arg(long, global = true)]
+    broker_pid: Option<u32>,
     /// Secret key of --access-key.
     #[arg(
         long,
@@ -135,10 +139,41 @@ struct Meter {
     limit: u64,
     /// When the message budget was used up (the run's end, even if receivers still wait).
     finished: Mutex<Option<Instant>>,
+    /// CPU seconds (this tool, the broker) at the start and at the end of the measured phase.
+    cpu: Mutex<CpuWindow>,
+}
+
+/// CPU time of this tool and (when its pid was given) the broker, sampled around a phase.
+#[derive(Debug, Default)]
+struct CpuWindow {
+    broker_pid: Option<u32>,
+    start: Option<(f64, Option<f64>)>,
+    end: Option<(f64, Option<f64>)>,
+}
+
+impl CpuWindow {
+    fn sample(&self) -> Option<(f64, Option<f64>)> {
+        let own = rocketlog_transport::process::cpu_seconds_of(None)?;
+        let broker = self
+            .broker_pid
+            .and_then(|pid| rocketlog_transport::process::cpu_seconds_of(Some(pid)));
+        Some((own, broker))
+    }
+
+    /// µs per message for (this tool, the broker) over the window.
+    fn per_message(&self, n: u64) -> Option<(f64, Option<f64>)> {
+        let ((own0, broker0), (own1, broker1)) = (self.start?, self.end?);
+        let per = |a: f64, b: f64| (b - a).max(0.0) * 1e6 / n.max(1) as f64;
+        let broker = match (broker0, broker1) {
+            (Some(a), Some(b)) => Some(per(a, b)),
+            _ => None,
+        };
+        Some((per(own0, own1), broker))
+    }
 }
 
 impl Meter {
-    fn new(limit: Option<u64>) -> anyhow::Result<Arc<Self>> {
+    fn new(limit: Option<u64>, broker_pid: Option<u32>) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Meter {
             count: AtomicU64::new(0),
             issued: AtomicU64::new(0),
@@ -149,7 +184,23 @@ impl Meter {
             stop: AtomicBool::new(false),
             limit: limit.unwrap_or(u64::MAX),
             finished: Mutex::new(None),
+            cpu: Mutex::new(CpuWindow {
+                broker_pid,
+                ..CpuWindow::default()
+            }),
         }))
+    }
+
+    /// Marks the start of the measured phase for CPU accounting.
+    fn cpu_start(&self) {
+        let mut w = self.cpu.lock();
+        w.start = w.sample();
+    }
+
+    /// Marks its end (before clients shut down).
+    fn cpu_end(&self) {
+        let mut w = self.cpu.lock();
+        w.end = w.sample();
     }
 
     /// Takes tickets for `n` more messages; false once the message budget is spent, so a run
@@ -200,6 +251,14 @@ impl Meter {
             ms(0.999),
             h.max() as f64 / 1000.0
         );
+        if let Some((own, broker)) = self.cpu.lock().per_message(n) {
+            match broker {
+                Some(b) => println!(
+                    "{what} cpu per message: bench {own:.1} µs, broker {b:.1} µs (user + system)"
+                ),
+                None => println!("{what} cpu per message: bench {own:.1} µs (user + system)"),
+            }
+        }
         let first = self.first_send_us.load(Ordering::Relaxed);
         if first > 0 {
             println!(
@@ -253,7 +312,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(args.duration);
     match args.command {
         BenchCommand::Produce(p) => {
-            let meter = Meter::new(p.messages)?;
+            let meter = Meter::new(p.messages, args.broker_pid)?;
             let bar = progress(args.quiet, "produce", Arc::clone(&meter));
             let elapsed =
                 produce(&config, &args.topic, body(args.size), &p, deadline, &meter).await?;
@@ -275,7 +334,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Consume(c) => {
             if c.preload > 0 {
-                let pre = Meter::new(Some(c.preload))?;
+                let pre = Meter::new(Some(c.preload), None)?;
                 let spec = ProduceArgs {
                     producers: 1,
                     concurrency: 64,
@@ -293,7 +352,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .await?;
                 pre.summary("preload", t);
             }
-            let meter = Meter::new(c.messages.or((c.preload > 0).then_some(c.preload)))?;
+            let meter = Meter::new(
+                c.messages.or((c.preload > 0).then_some(c.preload)),
+                args.broker_pid,
+            )?;
             let bar = progress(args.quiet, "consume", Arc::clone(&meter));
             let elapsed = consume(&config, &args.topic, &c, deadline, &meter).await?;
             meter.stop.store(true, Ordering::Relaxed);
@@ -388,6 +450,7 @@ async fn produce(
         producers.len(),
         starting.elapsed().as_secs_f64() * 1000.0
     );
+    meter.cpu_start();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for producer in &producers {
@@ -445,6 +508,7 @@ async fn produce(
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed();
+    meter.cpu_end();
     for producer in producers {
         producer.shutdown().await;
     }
@@ -466,6 +530,7 @@ async fn consume(
     deadline: Duration,
     meter: &Arc<Meter>,
 ) -> anyhow::Result<Duration> {
+    meter.cpu_start();
     let start = Instant::now();
     match c.kind {
         ConsumerKind::Push => {
@@ -484,6 +549,7 @@ async fn consume(
             while !meter.stop.load(Ordering::Relaxed) && start.elapsed() < deadline {
                 tick.tick().await;
             }
+            meter.cpu_end();
             let end = (*meter.finished.lock()).unwrap_or_else(Instant::now);
             let elapsed = end.saturating_duration_since(start);
             consumer.shutdown().await;
@@ -520,6 +586,7 @@ async fn consume(
                 });
             }
             while tasks.join_next().await.is_some() {}
+            meter.cpu_end();
             // Receivers may sit in a long poll after the last message; the run ended then.
             let end = (*meter.finished.lock()).unwrap_or_else(Instant::now);
             let elapsed = end.saturating_duration_since(start);

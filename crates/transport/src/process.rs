@@ -55,7 +55,17 @@ fn resident_bytes() -> Option<u64> {
 }
 
 fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of(None)
+}
+
+/// User plus system CPU time of a process (all its threads), seconds: this one with `None`.
+/// `None` where `/proc` cannot be read or the process is gone.
+pub fn cpu_seconds_of(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
     let ticks = parse_stat_cpu_ticks(&stat)?;
     let per_second = rustix::param::clock_ticks_per_second().max(1);
     Some(ticks as f64 / per_second as f64)
