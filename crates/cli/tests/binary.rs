@@ -430,3 +430,44 @@ fn with_nameserver_auth_on_only_brokers_signing_with_its_key_register() {
         assert!(!out.contains("(this broker)"), "{name}: {out}");
     }
 }
+
+#[test]
+fn bench_reports_the_cpu_both_processes_spent_per_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_standalone(dir.path());
+    let out = Command::new(BIN)
+        .args(["--worker-threads", "1", "bench", "--quiet"])
+        .args(["--endpoint", &broker.client])
+        .args(["--broker-pid", &broker.child.id().to_string()])
+        .args(["--duration", "60", "produce", "--messages", "3000"])
+        .output()
+        .expect("bench");
+    let text = stdout_of(&out);
+    assert!(text.contains("produce: 3000 msgs in"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("produce cpu per message: "))
+        .unwrap_or_else(|| panic!("no cpu line in:\n{text}"));
+    let figure = |who: &str| -> f64 {
+        let rest = &line[line.find(who).unwrap_or_else(|| panic!("{line}")) + who.len()..];
+        rest.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no figure after {who:?} in {line:?}"))
+    };
+    // 3,000 acknowledged sends cost each process many clock ticks: neither figure can be zero
+    // unless /proc was not read.
+    assert!(figure("bench ") > 0.0, "{line}");
+    assert!(figure("broker ") > 0.0, "{line}");
+}
+
+#[test]
+fn zero_worker_threads_is_refused_with_the_reason() {
+    let out = Command::new(BIN)
+        .args(["--worker-threads", "0", "standalone"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--worker-threads"), "{err}");
+}
