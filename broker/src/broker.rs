@@ -76,6 +76,9 @@ pub struct Broker {
     pub renewals: Renewals,
     pub routes: RouteTable,
     pub endpoint: AdvertisedEndpoint,
+    /// `endpoint` as `host:port`, the store host of every message appended here (made once,
+    /// not per send).
+    pub store_host: String,
     /// Open transactions (half messages) and their check-back.
     pub transactions: Transactions,
     /// Pending delayed messages.
@@ -120,6 +123,7 @@ impl Broker {
             clients: ClientRegistry::new(),
             renewals,
             routes,
+            store_host: endpoint.address(),
             endpoint,
             transactions,
             timer,

@@ -320,15 +320,7 @@ fn digest_matches(d: &v2::Digest, body: &[u8]) -> bool {
 
 /// CRC-32 (IEEE 802.3, reflected, as `java.util.zip.CRC32`).
 fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
+    crc32fast::hash(data)
 }
 
 #[cfg(test)]

@@ -288,7 +288,7 @@ fn append(b: &Broker, msg: v2::Message, peer: Option<SocketAddr>) -> Result<Appe
         message_id: sys.message_id.clone(),
         born_timestamp_ms,
         born_host,
-        store_host: b.endpoint.address(),
+        store_host: b.store_host.clone(),
         reconsume_times: 0,
         prepared_transaction_offset: 0,
         properties,
