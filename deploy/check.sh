@@ -95,6 +95,7 @@ refuse "auth.enabled needs" --set auth.enabled=true
 refuse "must be a DNS label" --set 'broker.groups[0].name=Broker_A'
 refuse "needs at least 3 nameservers" --set controller.enabled=true --set nameserver.replicas=1
 refuse "broker.flushMode is sync or async" --set broker.flushMode=fast
+refuse "broker.replication.secretKey is required" --set broker.replication.accessKey=only-the-key
 
 step "kubernetes schemas (strict)"
 for v in "${KUBE_VERSIONS[@]}"; do
@@ -104,6 +105,7 @@ done
 
 step "manifests fit together"
 "$py" deploy/helm/check_rendered.py --external-secret rocketlog-users \
+  --external-secret rocketlog-replication \
   "$out"/*.yaml deploy/kubernetes/*.yaml
 
 step "Dockerfile and scripts"

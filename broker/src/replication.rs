@@ -14,13 +14,14 @@ use rocketlog_proto::replication::v1::log_replication_server::{
 };
 use rocketlog_replication::epoch_file::EpochFile;
 use rocketlog_replication::follower::{
-    self, Follower, FollowerSettings, FollowerStatus, GroupStateSink,
+    self, Follower, FollowerSettings, FollowerStatus, GroupStateSink, SignCalls,
 };
 use rocketlog_replication::master::{
     FollowStream, GroupStateSource, Master, MasterSettings, SlaveStatus, SyncError,
 };
 use rocketlog_replication::{check_promotable, EpochHistory};
 use rocketlog_store::{PhysicalOffset, Store, StoreConfig};
+use rocketlog_transport::signature::{Credentials, SigningInterceptor};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -42,7 +43,7 @@ pub enum ReplicationMode {
 }
 
 /// `[broker.replication]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationSettings {
     /// When a send is acknowledged with respect to the slaves (default `async`).
@@ -74,6 +75,36 @@ pub struct ReplicationSettings {
     /// sync-state set, ms (default 2 000). In sync mode, sends wait for every member, so this
     /// bounds how long a dead slave holds them up.
     pub max_lag_ms: u64,
+    /// The access key of the group's replication credentials. Set (with `secret_key`) on
+    /// every replica: the replication port then answers only calls signed with them, and the
+    /// replica signs its own calls to its master. Unset: the port is open to anyone who can
+    /// reach it.
+    pub access_key: Option<String>,
+    /// The secret key of `access_key` (set it through the environment,
+    /// `ROCKETLOG_BROKER__REPLICATION__SECRET_KEY`, rather than in a file).
+    pub secret_key: Option<String>,
+    /// Largest difference between a replication call's signed date-time and this broker's
+    /// clock, ms (default 900 000 = 15 min). 0 turns the check off.
+    pub max_clock_skew_ms: u64,
+}
+
+impl std::fmt::Debug for ReplicationSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log.
+        f.debug_struct("ReplicationSettings")
+            .field("mode", &self.mode)
+            .field("min_in_sync_replicas", &self.min_in_sync_replicas)
+            .field("sync_timeout_ms", &self.sync_timeout_ms)
+            .field("master_address", &self.master_address)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("state_interval_ms", &self.state_interval_ms)
+            .field("controller", &self.controller)
+            .field("max_lag_bytes", &self.max_lag_bytes)
+            .field("max_lag_ms", &self.max_lag_ms)
+            .field("access_key", &self.access_key)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ReplicationSettings {
@@ -88,6 +119,9 @@ impl Default for ReplicationSettings {
             controller: false,
             max_lag_bytes: 64 << 20,
             max_lag_ms: 2_000,
+            access_key: None,
+            secret_key: None,
+            max_clock_skew_ms: 15 * 60 * 1000,
         }
     }
 }
@@ -122,6 +156,27 @@ impl ReplicationSettings {
                 "replication.heartbeat_interval_ms",
                 "must be positive".into(),
             ));
+        }
+        match (&self.access_key, &self.secret_key) {
+            (Some(_), None) => {
+                return Some((
+                    "replication.secret_key",
+                    "replication.access_key is set without its secret key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Some((
+                    "replication.access_key",
+                    "replication.secret_key is set without an access key".into(),
+                ))
+            }
+            (Some(ak), Some(sk)) if ak.trim().is_empty() || sk.is_empty() => {
+                return Some((
+                    "replication.access_key",
+                    "the replication access key and secret key must not be empty".into(),
+                ))
+            }
+            _ => {}
         }
         if self.controller {
             if broker_id == 0 {
@@ -162,6 +217,22 @@ impl ReplicationSettings {
             ));
         }
         None
+    }
+
+    /// The group's replication credentials, when set.
+    pub fn credentials(&self) -> Option<Credentials> {
+        match (&self.access_key, &self.secret_key) {
+            (Some(ak), Some(sk)) => Some(Credentials {
+                access_key: ak.clone(),
+                secret_key: sk.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// How far a signed call's date-time may be from this clock (`None`: any).
+    pub fn max_clock_skew(&self) -> Option<Duration> {
+        (self.max_clock_skew_ms > 0).then(|| Duration::from_millis(self.max_clock_skew_ms))
     }
 
     /// Whether a send must wait for slaves.
@@ -215,7 +286,31 @@ impl Identity {
             },
             connect_timeout: Duration::from_secs(3),
             idle_timeout: heartbeat * 3,
+            signer: settings.credentials().map(|c| {
+                Arc::new(ReplicationSigner(SigningInterceptor::new(Some(c)))) as Arc<dyn SignCalls>
+            }),
         }
+    }
+}
+
+/// Signs a replica's calls to its master as the official clients sign theirs.
+#[derive(Debug)]
+struct ReplicationSigner(SigningInterceptor);
+
+impl SignCalls for ReplicationSigner {
+    fn sign(&self, metadata: &mut tonic::metadata::MetadataMap) -> Result<(), String> {
+        use tonic::service::Interceptor as _;
+        let signed = self
+            .0
+            .clone()
+            .call(Request::new(()))
+            .map_err(|s| s.message().to_owned())?;
+        for kv in signed.metadata().iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                metadata.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(())
     }
 }
 

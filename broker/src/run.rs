@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocketlog_proto::v2::messaging_service_server::MessagingServiceServer;
 use rocketlog_store::Store;
+use rocketlog_transport::signature::RequireSignature;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -483,7 +484,16 @@ async fn serve(
         .as_ref()
         .and_then(|l| l.local_addr().ok());
     if let Some(l) = replication_listener {
-        let routes = Routes::new(broker.role.service());
+        let service = broker.role.service();
+        // With group credentials, only replicas signing with them may follow or compare.
+        let routes = match broker.config.replication.credentials() {
+            Some(expected) => Routes::new(RequireSignature::new(
+                service,
+                expected,
+                broker.config.replication.max_clock_skew(),
+            )),
+            None => Routes::new(service),
+        };
         let settings = broker.config.connections.clone();
         let stop = stop_replication.clone();
         let addr = l.local_addr().ok();

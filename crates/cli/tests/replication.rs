@@ -952,3 +952,68 @@ fn slaves_copy_the_users_so_a_promoted_slave_lets_the_same_clients_in() {
         "a topic outside the user's rules: {text}"
     );
 }
+
+/// `config` with the group's replication credentials in `[broker.replication]`.
+fn config_signed(
+    data: &Path,
+    id: u64,
+    master: Option<&str>,
+    credentials: Option<(&str, &str)>,
+) -> String {
+    let mut c = config(data, id, "async", master);
+    if let Some((ak, sk)) = credentials {
+        c.push_str(&format!("access_key = \"{ak}\"\nsecret_key = \"{sk}\"\n"));
+    }
+    c
+}
+
+#[test]
+fn a_master_with_replication_credentials_serves_only_replicas_that_sign_with_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Some(("repl-ak", "repl-secret"));
+    let master_dir = dir.path().join("master");
+    let master = Broker::start(&master_dir, config_signed(&master_dir, 0, None, key));
+    let repl = master.replication.clone().expect("replication port");
+    bench(&master, 200);
+
+    // Unsigned, then signed with the wrong secret: refused with the reason, nothing copied.
+    let unsigned_dir = dir.path().join("unsigned");
+    let unsigned = Broker::start(
+        &unsigned_dir,
+        config_signed(&unsigned_dir, 1, Some(&repl), None),
+    );
+    unsigned.wait_logged("no authorization header", 0, &master);
+    let wrong_dir = dir.path().join("wrong");
+    let wrong = Broker::start(
+        &wrong_dir,
+        config_signed(&wrong_dir, 2, Some(&repl), Some(("repl-ak", "not-it"))),
+    );
+    wrong.wait_logged("bad signature for access key", 0, &master);
+    assert_eq!(
+        master.logged("slave connected"),
+        0,
+        "an unauthenticated replica was admitted:\n{}",
+        master.logs()
+    );
+    assert!(
+        !wrong.logs().contains("repl-secret") && !master.logs().contains("repl-secret"),
+        "a secret reached a log"
+    );
+    drop((unsigned, wrong));
+
+    // The right credentials: the replica follows and ends up with the same log.
+    let slave_dir = dir.path().join("slave");
+    let slave = Broker::start(&slave_dir, config_signed(&slave_dir, 3, Some(&repl), key));
+    master.wait_logged("slave connected", 0, &slave);
+    assert!(wait_identical(&master, &slave) > 0);
+}
+
+#[test]
+fn half_set_replication_credentials_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("b");
+    let mut c = config(&data, 0, "async", None);
+    c.push_str("access_key = \"only-the-key\"\n");
+    let err = start_refused(&data, c);
+    assert!(err.contains("replication.secret_key"), "{err}");
+}

@@ -33,6 +33,26 @@ pub struct FollowerSettings {
     pub connect_timeout: Duration,
     /// A stream that carries nothing (not even a heartbeat) this long is taken as dead.
     pub idle_timeout: Duration,
+    /// Signs each call to the master (a master whose port requires a signature refuses
+    /// unsigned ones); `None`: calls go unsigned.
+    pub signer: Option<Arc<dyn SignCalls>>,
+}
+
+/// Adds authentication headers to a call to the master, fresh for each call (a signature
+/// covers the call's date-time).
+pub trait SignCalls: Send + Sync + std::fmt::Debug {
+    fn sign(&self, metadata: &mut tonic::metadata::MetadataMap) -> Result<(), String>;
+}
+
+/// A request to the master, signed when the settings say so.
+fn signed<T>(settings: &FollowerSettings, message: T) -> Result<tonic::Request<T>, String> {
+    let mut request = tonic::Request::new(message);
+    if let Some(signer) = &settings.signer {
+        signer
+            .sign(request.metadata_mut())
+            .map_err(|e| format!("signing the call to the master: {e}"))?;
+    }
+    Ok(request)
 }
 
 /// Where a slave puts the master's group state (topics, consumption, timer progress) when it
@@ -201,7 +221,7 @@ async fn follow_once(
         }
     }
     let mut incoming = client
-        .follow(ReceiverStream::new(req_rx))
+        .follow(signed(settings, ReceiverStream::new(req_rx))?)
         .await
         .map_err(|s| format!("the master refused: {}", s.message()))?
         .into_inner();
@@ -337,7 +357,7 @@ pub async fn compare(
     let call = async {
         let mut client = connect(settings).await?;
         client
-            .compare(hello)
+            .compare(signed(settings, hello)?)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| format!("the master refused: {}", s.message()))

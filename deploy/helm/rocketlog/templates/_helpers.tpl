@@ -58,6 +58,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-auth" (include "rocketlog.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 
+{{/* The Secret with the replication port's credentials. */}}
+{{- define "rocketlog.replicationSecret" -}}
+{{- default (printf "%s-replication" (include "rocketlog.fullname" .)) .Values.broker.replication.existingSecret }}
+{{- end }}
+
+{{/* Whether the replication port is signed (an existing Secret, or keys to make one from). */}}
+{{- define "rocketlog.replicationSigned" -}}
+{{- if or .Values.broker.replication.existingSecret .Values.broker.replication.accessKey }}true{{ end }}
+{{- end }}
+
 {{/*
 First pod ordinal of every StatefulSet. Under the controller, nameserver member ids and broker
 ids start at 1, so pods are numbered from 1 and the id is the pod-index label as it is.
