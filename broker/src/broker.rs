@@ -79,6 +79,9 @@ pub struct Broker {
     /// `endpoint` as `host:port`, the store host of every message appended here (made once,
     /// not per send).
     pub store_host: String,
+    /// `host:port` of the replication port as replicas dial it (registered with the
+    /// nameservers); empty without one.
+    pub replication_address: String,
     /// Open transactions (half messages) and their check-back.
     pub transactions: Transactions,
     /// Pending delayed messages.
@@ -124,6 +127,7 @@ impl Broker {
             renewals,
             routes,
             store_host: endpoint.address(),
+            replication_address: String::new(),
             endpoint,
             transactions,
             timer,
@@ -139,6 +143,12 @@ impl Broker {
     /// The broker recording into `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// The replication port's advertised address.
+    pub fn with_replication_address(mut self, address: String) -> Self {
+        self.replication_address = address;
         self
     }
 

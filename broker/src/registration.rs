@@ -17,7 +17,7 @@ fn registration(b: &Broker, data_version: u64) -> ns::RegisterBrokerRequest {
         broker_name: b.config.broker_name.clone(),
         broker_id: b.role.broker_id(),
         client_address: b.endpoint.address(),
-        ha_address: String::new(),
+        ha_address: b.replication_address.clone(),
         topics: b
             .topics
             .list()

@@ -452,6 +452,11 @@ async fn serve(
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let metrics =
         crate::metrics::for_broker(&config, &store, &consumption, &transactions, &timer, &role);
+    let replication_address = replication_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| advertised_replication(&endpoint, a))
+        .unwrap_or_default();
     let broker = Arc::new(
         Broker::new(
             config,
@@ -466,7 +471,8 @@ async fn serve(
             role,
             token.clone(),
         )
-        .with_metrics(metrics),
+        .with_metrics(metrics)
+        .with_replication_address(replication_address),
     );
 
     let mut tasks = JoinSet::new();

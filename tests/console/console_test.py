@@ -698,6 +698,61 @@ def run_data(c, args):
     check_group_detail(c, args)
 
 
+# ---------------------------------------------------------------- replicas mode
+
+
+def run_replicas(c, args):
+    """A master and its slave, each with its console: what each says about the other."""
+    name, end, repl = args["brokerName"], int(args["logEnd"]), args["masterReplication"]
+
+    c.open("#/cluster")
+    c.wait_loaded("cluster")
+    c.wait_value("the master's role", lambda: (c.testid("role") or [None])[0], "master")
+
+    def slave_row():
+        rows = c.rows("#slaves-table tbody tr", "data-slave-id")
+        r = rows.get("1", {})
+        done = (
+            int(r.get("log-end", ["0"])[0] or 0) >= end
+            and r.get("lag-bytes", [None])[0] == "0"
+            and (r.get("peer", [""])[0] or "") != ""
+        )
+        return done, rows
+
+    shown = c.wait(f"slave 1 listed by the master, at log end >= {end} with no lag", slave_row)
+    log(f"master: slave row {shown['1']}")
+
+    def both_in_cluster():
+        rows = c.js(
+            "return Array.from(document.querySelectorAll('#brokers-table tbody tr'), tr => "
+            "[tr.dataset.broker, tr.dataset.brokerId, tr.querySelector('[data-col=role]').dataset.value,"
+            " tr.querySelector('[data-col=replication-address]').dataset.value])"
+        )
+        mine = sorted((r[1], r[2], r[3]) for r in rows if r[0] == name)
+        # Both registered with the nameserver; the master with the address its slaves dial.
+        return len(mine) == 2 and mine[0] == ("0", "master", repl) and mine[1][:2] == ("1", "slave"), rows
+
+    c.wait("both replicas of the group in the cluster table, the master with its replication address", both_in_cluster)
+    c.full_screenshot("master")
+    log("master's cluster page: ok")
+
+    c.url = args["slaveUrl"].rstrip("/") + "/"
+    c.open("#/cluster")
+    c.wait_loaded("cluster")
+    c.wait_value("the slave's role", lambda: (c.testid("role") or [None])[0], "slave")
+    c.wait_value("the slave's id", lambda: (c.testid("broker-id") or [None])[0], "1")
+    c.wait_value("the slave connected", lambda: (c.testid("following-connected") or [None])[0], "true")
+    c.wait_value("the master it follows", lambda: (c.testid("following-master") or [None])[0], repl)
+    c.wait(
+        f"the slave's log end >= {end}",
+        lambda: (int((c.testid("following-log-end") or ["0"])[0] or 0) >= end, c.testid("following-log-end")),
+    )
+    c.wait_value("the slave not behind", lambda: (c.testid("following-behind") or [None])[0], "0")
+    c.wait_value("no replication error", lambda: (c.testid("following-error") or [None])[0], "")
+    c.full_screenshot("slave")
+    log("slave's cluster page: ok")
+
+
 # ---------------------------------------------------------------- auth mode
 
 
@@ -792,7 +847,7 @@ def main():
         os.remove(stale)
     try:
         log(f"chromium {driver.capabilities.get('browserVersion')} on {c.url} ({args['mode']})")
-        {"data": run_data, "auth": run_auth}[args["mode"]](c, args)
+        {"data": run_data, "auth": run_auth, "replicas": run_replicas}[args["mode"]](c, args)
     except Exception as e:  # every failure: report, screenshot, console log
         if isinstance(e, CheckFailed):
             log(f"FAILED: {e}")

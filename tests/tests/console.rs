@@ -8,7 +8,10 @@
 //! - `console_pages_show_the_broker_state`: cluster, topics, groups, group detail (lag chart,
 //!   reset offset) and messages pages;
 //! - `console_sign_in_with_auth_on`: with authentication on, the sign-in form, a wrong secret,
-//!   the super user, a user who is not one, sign-out.
+//!   the super user, a user who is not one, sign-out;
+//! - `console_shows_a_master_and_its_slave`: a master and a slave following it, each with its
+//!   console: the master's page lists the slave with its log end and lag, the slave's shows
+//!   whom it follows and how far behind it is, and the cluster table both replicas.
 //!
 //! A missing browser or driver fails the tests (`.ci/run` installs both). Screenshots of every
 //! page are written to `<target dir>/console-screenshots/` and their paths printed.
@@ -65,6 +68,8 @@ type Admin = AdminClient<InterceptedService<Channel, SigningInterceptor>>;
 struct ConsoleBroker {
     client: SocketAddr,
     console: SocketAddr,
+    /// The bound replication port (`replication_listen`), if any.
+    replication: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
@@ -82,14 +87,14 @@ impl ConsoleBroker {
                 let _ = stopped.await;
             };
             rocketlog_broker::run_with_ready(config, listener, shutdown, move |r| {
-                let _ = ready_tx.send(r.metrics);
+                let _ = ready_tx.send((r.metrics, r.replication));
             })
             .await
             .map_err(|e| e.to_string())
         });
-        let console = match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
-            Ok(Ok(Some(addr))) => addr,
-            Ok(Ok(None)) => bail!("the broker serves but reported no HTTP (console) port"),
+        let (console, replication) = match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
+            Ok(Ok((Some(addr), replication))) => (addr, replication),
+            Ok(Ok((None, _))) => bail!("the broker serves but reported no HTTP (console) port"),
             Ok(Err(_)) => {
                 let outcome = tokio::time::timeout(STOP_TIMEOUT, task).await;
                 bail!("the broker stopped during startup: {outcome:?}");
@@ -99,6 +104,7 @@ impl ConsoleBroker {
         Ok(ConsoleBroker {
             client,
             console,
+            replication,
             stop: Some(stop),
             task,
         })
@@ -694,6 +700,96 @@ async fn sign_in(broker: &ConsoleBroker) -> anyhow::Result<()> {
             "accessKey": root, "secretKey": secret, "wrongSecret": "not-the-secret-key",
             "nonSuperUser": ["viewer", "viewer-secret-key"],
         },
+    });
+    browser_checks(args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_a_master_and_its_slave() -> anyhow::Result<()> {
+    rocketlog_tests::nodes::init_test_logs();
+    let data = tempfile::Builder::new()
+        .prefix("rocketlog-console-replicas-")
+        .tempdir()?;
+    let mut nameserver = NameserverNode::start_with(test_nameserver_config()).await?;
+    let mut master_config = console_config(&nameserver, &data.path().join("master"))?;
+    master_config.replication_listen = Some("127.0.0.1:0".parse()?);
+    let master = ConsoleBroker::start(master_config).await?;
+    let outcome = match master.replication {
+        Some(repl) => {
+            let mut slave_config = console_config(&nameserver, &data.path().join("slave"))?;
+            slave_config.broker_id = 1;
+            slave_config.replication.master_address = Some(repl.to_string());
+            match ConsoleBroker::start(slave_config).await {
+                Ok(slave) => {
+                    let outcome = replicas(&master, &slave, repl).await;
+                    let stopped = slave.stop().await;
+                    outcome.and(stopped)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        None => Err(anyhow!("the master reported no replication port")),
+    };
+    let stopped = master.stop().await;
+    let ns_stopped = nameserver.stop().await;
+    outcome?;
+    stopped?;
+    ns_stopped
+}
+
+/// Sends a known load to the master, waits until the slave holds all of it (admin API), then
+/// has the browser check both consoles.
+async fn replicas(
+    master: &ConsoleBroker,
+    slave: &ConsoleBroker,
+    repl: SocketAddr,
+) -> anyhow::Result<()> {
+    const SENT: usize = 30;
+    let topic = unique_name("ReplicaConsole");
+    let producer = Producer::builder(master.client_config())
+        .topics([topic.as_str()])
+        .build()
+        .await?;
+    for i in 0..SENT {
+        producer
+            .send(
+                Message::builder(topic.as_str())
+                    .body(format!("replicated {i}"))
+                    .build()?,
+            )
+            .await?;
+    }
+    producer.shutdown().await;
+    let mut master_admin = master.admin(None).await?;
+    let slave_admin = slave.admin(None).await?;
+    let end = master_admin
+        .broker_stats(admin::BrokerStatsRequest {})
+        .await?
+        .into_inner()
+        .max_log_offset;
+    // The browser checks start from a slave that holds the whole log.
+    poll(READY_TIMEOUT, "the slave to copy the master's log", || {
+        let mut slave_admin = slave_admin.clone();
+        async move {
+            let stats = slave_admin
+                .broker_stats(admin::BrokerStatsRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (stats.max_log_offset >= end).then_some(())
+        }
+    })
+    .await?;
+    let args = json!({
+        "url": master.url(),
+        "slaveUrl": slave.url(),
+        "mode": "replicas",
+        "screenshots": screenshot_dir(),
+        "screenshot_prefix": "replicas-",
+        "timeout": VALUE_TIMEOUT_SECS,
+        "brokerName": BROKER_NAME,
+        "masterReplication": repl.to_string(),
+        "logEnd": end,
     });
     browser_checks(args).await
 }
