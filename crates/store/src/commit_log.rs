@@ -51,6 +51,9 @@ impl WriteGate {
     }
 }
 
+/// The first pre-fault request after start (see [`CommitLog::prefault_ahead`]).
+const FIRST_PREFAULT_SPAN: u64 = 4 << 20;
+
 #[derive(Debug)]
 struct LogWriter {
     active: Option<NewSegment>,
@@ -59,6 +62,8 @@ struct LogWriter {
     last_store_ts: i64,
     /// Pre-faulting has been requested up to this physical offset.
     prefault_requested: u64,
+    /// The span of the last pre-fault request (0: none yet); see [`CommitLog::prefault_ahead`].
+    prefault_span: u64,
     closed: bool,
     /// Sync mode: records are encoded here and written to the file with one `pwrite` per
     /// flush round (see [`CommitLog::write_pending`]); `None`: encoded straight into the map.
@@ -136,6 +141,7 @@ impl CommitLog {
                 queue_offsets,
                 last_store_ts: rec.last_store_ts,
                 prefault_requested,
+                prefault_span: 0,
                 closed: false,
                 pending: write_through.then(Pending::default),
             }),
@@ -242,11 +248,7 @@ impl CommitLog {
         } else if pending_len >= PENDING_LIMIT {
             self.write_pending_locked(w)?;
         }
-        let window = self.allocator.prefault_window();
-        if window > 0 && end + window / 2 > w.prefault_requested {
-            w.prefault_requested = end + window;
-            self.allocator.prefault_to(end, w.prefault_requested);
-        }
+        self.prefault_ahead(w, end);
         Ok(AppendResult {
             physical_offset: PhysicalOffset(pos),
             size: rec.len() as u32,
@@ -380,12 +382,29 @@ impl CommitLog {
         let end = at + bytes.len() as u64;
         w.write_pos = end;
         self.publish_end(end);
-        let window = self.allocator.prefault_window();
-        if window > 0 && end + window / 2 > w.prefault_requested {
-            w.prefault_requested = end + window;
-            self.allocator.prefault_to(end, w.prefault_requested);
-        }
+        self.prefault_ahead(w, end);
         Ok(end)
+    }
+
+    /// Keeps the allocator pre-faulting ahead of the writer at `end`. Each time the writer has
+    /// used half of the last request, the next one asks for twice its span, from
+    /// [`FIRST_PREFAULT_SPAN`] up to the configured window: under load the window is reached
+    /// within a few tens of MiB written, while a broker that takes a message now and then holds
+    /// only a few MiB of pre-faulted pages instead of the whole window.
+    fn prefault_ahead(&self, w: &mut LogWriter, end: u64) {
+        let window = self.allocator.prefault_window();
+        if window == 0 || end + w.prefault_span / 2 <= w.prefault_requested {
+            return;
+        }
+        let span = if w.prefault_span == 0 {
+            FIRST_PREFAULT_SPAN
+        } else {
+            w.prefault_span.saturating_mul(2)
+        }
+        .min(window);
+        w.prefault_span = span;
+        w.prefault_requested = end + span;
+        self.allocator.prefault_to(end, w.prefault_requested);
     }
 
     /// Makes `new` the active segment after the previous one was closed by replicated bytes

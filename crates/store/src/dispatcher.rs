@@ -212,6 +212,12 @@ impl<'a> Dispatcher<'a> {
         }
         let (index_file, index_entries) = batch.snapshot();
         drop(batch);
+        // The problem is cleared before the position is published, so that whoever sees the
+        // index caught up also sees no problem.
+        let caught_up = result.is_ok() && indexed == snap.dispatched;
+        if caught_up {
+            state.index_caught_up(indexed);
+        }
         // Only this thread publishes, so `dispatched` is still the one read above.
         state.publish(Snapshot {
             indexed,
@@ -220,10 +226,7 @@ impl<'a> Dispatcher<'a> {
             ..snap
         });
         match result {
-            Ok(()) if indexed == snap.dispatched => {
-                state.index_caught_up(indexed);
-                Ok(true)
-            }
+            Ok(()) if caught_up => Ok(true),
             Ok(()) => Ok(false),
             Err(e) => {
                 state.index_failed(indexed, &e);
