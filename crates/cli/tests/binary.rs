@@ -228,6 +228,24 @@ fn failed_recovery_exits_non_zero_without_announcing_readiness() {
     );
 }
 
+/// The soft limit of open files of a running process, from `/proc/<pid>/limits`.
+fn soft_fd_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no open-files limit in:\n{limits}"))
+}
+
+#[test]
+fn the_soft_file_descriptor_limit_is_raised_to_the_hard_one_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let running = start_standalone_under(data.path(), &["prlimit", "--nofile=256:4096"], &[]);
+    assert_eq!(soft_fd_limit(running.child.id()), 4096);
+}
+
 #[test]
 fn half_open_connections_under_a_low_fd_limit_never_lock_new_clients_out() {
     use std::io::{Read, Write};
