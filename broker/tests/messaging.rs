@@ -121,6 +121,56 @@ async fn telemetry_answers_settings_with_server_fields() {
     broker.stop().await;
 }
 
+/// A producer's settings naming a topic no topic can have (the Java client adds a topic to
+/// its settings when it first sends to it, even one the route query refused) are still
+/// answered: the stream carries the client's session for all its other topics.
+#[tokio::test]
+async fn settings_naming_an_illegal_topic_are_answered_and_the_stream_stays_open() {
+    let broker = TestBroker::start(|_| {}).await;
+    let mut client = broker.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let long = "t".repeat(128);
+    let producer = v2::Settings {
+        client_type: Some(v2::ClientType::Producer as i32),
+        pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+            topics: vec![
+                resource("GoodTopic").unwrap(),
+                v2::Resource {
+                    name: long,
+                    ..Default::default()
+                },
+            ],
+            max_body_size: 128 << 20,
+            validate_message_type: false,
+        })),
+        ..Default::default()
+    };
+    let command = v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(producer)),
+    };
+    tx.send(command.clone()).await.unwrap();
+    let mut replies = client
+        .telemetry(req(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
+    for round in 0..2 {
+        let reply = tokio::time::timeout(WAIT, replies.next())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended (round {round})"))
+            .unwrap_or_else(|s| panic!("the stream failed (round {round}): {s:?}"));
+        assert_eq!(code(&reply.status), v2::Code::Ok, "round {round}");
+        assert!(matches!(
+            reply.command,
+            Some(v2::telemetry_command::Command::Settings(_))
+        ));
+        tx.send(command.clone()).await.unwrap();
+    }
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn consumer_settings_get_retry_policy_and_fifo_from_topic() {
     let broker = TestBroker::start(|_| {}).await;

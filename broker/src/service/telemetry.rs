@@ -110,9 +110,14 @@ async fn on_settings(
         Some(v2::settings::PubSub::Publishing(p)) => {
             let mut topics = Vec::with_capacity(p.topics.len());
             for t in &p.topics {
-                rocketlog_common::validate_topic(&t.name)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                topics.push(t.name.clone());
+                // A name no topic can have is left out rather than failing the stream: the
+                // client's route query and sends to it were already refused ILLEGAL_TOPIC, and
+                // ending the stream would cut its session for every other topic too (the Java
+                // client adds a topic to its settings when it first sends to it).
+                match rocketlog_common::validate_topic(&t.name) {
+                    Ok(()) => topics.push(t.name.clone()),
+                    Err(e) => tracing::debug!(client, error = %e, "publishing topic left out"),
+                }
             }
             (None, topics, false)
         }
